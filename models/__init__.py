@@ -1,0 +1,1 @@
+"""Plain model code: no `cog` import anywhere below this package."""

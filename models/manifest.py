@@ -1,0 +1,77 @@
+"""Where every set of weights comes from: declared data, read by models/resolver.py.
+
+Each entry is a folder `weights/<name>` once resolved. Sources are tried in
+order. `build` entries are generated locally by models/tiny.py (random weights
+from a fixed seed) and never downloaded.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+_CDN = "https://weights.replicate.delivery/default"
+
+
+@dataclass(frozen=True)
+class Source:
+    # An HTTPS URL to a .tar (extracted) or a single file (kept by name).
+    url: str | None = None
+    sha256: str | None = None
+    # Or a Hugging Face repo at a revision; allow_patterns limits the files.
+    hf_repo: str | None = None
+    revision: str = "main"
+    allow_patterns: tuple[str, ...] = ()
+
+    def describe(self) -> str:
+        if self.url:
+            return self.url
+        return f"huggingface.co/{self.hf_repo}@{self.revision}"
+
+
+@dataclass(frozen=True)
+class WeightsEntry:
+    name: str
+    sources: tuple[Source, ...] = ()
+    # Name of a local builder in models/tiny.py: no download, built on first use.
+    build: str | None = None
+    # Needs an accepted licence on Hugging Face and HF_TOKEN.
+    gated: bool = False
+    licence: str = ""
+    notes: str = field(default="", compare=False)
+
+
+_DIFFUSERS_FILES = ("*.json", "*.txt", "*.model", "**/*.safetensors", "**/*.json", "**/*.txt")
+
+MANIFEST: dict[str, WeightsEntry] = {
+    e.name: e
+    for e in (
+        WeightsEntry(
+            "flux-schnell",
+            sources=(
+                Source(url=f"{_CDN}/black-forest-labs/FLUX.1-schnell/slim.tar"),
+                Source(hf_repo="black-forest-labs/FLUX.1-schnell", allow_patterns=_DIFFUSERS_FILES),
+            ),
+            licence="Apache-2.0",
+        ),
+        WeightsEntry(
+            "flux-dev",
+            sources=(
+                Source(url=f"{_CDN}/black-forest-labs/FLUX.1-dev/files.tar"),
+                Source(hf_repo="black-forest-labs/FLUX.1-dev", allow_patterns=_DIFFUSERS_FILES),
+            ),
+            gated=True,
+            licence="FLUX.1 [dev] Non-Commercial License",
+        ),
+        WeightsEntry("tiny-flux-schnell", build="tiny-flux"),
+        WeightsEntry("tiny-flux-dev", build="tiny-flux-guidance"),
+        WeightsEntry("mid-flux-schnell", build="mid-flux"),
+    )
+}
+
+
+def get_entry(name: str) -> WeightsEntry:
+    try:
+        return MANIFEST[name]
+    except KeyError:
+        known = ", ".join(sorted(MANIFEST))
+        raise ValueError(f"No weights named {name!r} in models/manifest.py. Known: {known}.") from None

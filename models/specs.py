@@ -1,0 +1,100 @@
+"""One frozen spec per deployable variant: everything that differs is data here.
+
+Code reads these fields instead of comparing variant names. The tiny variants
+share predictor classes and input schemas with the real ones; only their
+weights (built locally from random numbers) and dtype differ.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    name: str
+    # Engine family: picks the pipeline code ("flux" or "sdxl").
+    family: str
+    # Class in predict.py that serves this variant (cog.yaml's `predict:`).
+    predictor: str
+    # Manifest entry holding the main weights.
+    weights: str
+    default_steps: int
+    max_steps: int
+    # Default guidance; None means the model takes no guidance input (schnell).
+    guidance: float | None
+    max_guidance: float
+    # Prompt tokens the second text encoder sees (T5 for FLUX).
+    max_sequence_length: int
+    # Output sides must be multiples of this (VAE factor x patch size).
+    size_multiple: int
+    # Compute dtype on a GPU; tiny variants run in float32 everywhere.
+    dtype: str
+    # Manifest entry of an optional refiner (SDXL).
+    refiner: str | None = None
+    description: str = ""
+
+
+def _flux(name: str, **kw) -> ModelSpec:
+    defaults = dict(family="flux", max_guidance=10.0, size_multiple=16, dtype="bfloat16")
+    return ModelSpec(name=name, **{**defaults, **kw})
+
+
+_SCHNELL = dict(
+    predictor="FluxSchnellPredictor",
+    default_steps=4,
+    max_steps=4,
+    guidance=None,
+    max_sequence_length=256,
+)
+_DEV = dict(
+    predictor="FluxDevPredictor",
+    default_steps=28,
+    max_steps=50,
+    guidance=3.0,
+    max_sequence_length=512,
+)
+
+SPECS: dict[str, ModelSpec] = {
+    s.name: s
+    for s in (
+        _flux(
+            "flux-schnell",
+            weights="flux-schnell",
+            description="FLUX.1 [schnell]: 4-step distilled text-to-image (Apache-2.0).",
+            **_SCHNELL,
+        ),
+        _flux(
+            "flux-dev",
+            weights="flux-dev",
+            description="FLUX.1 [dev]: guidance-distilled, 28 steps (non-commercial licence, gated).",
+            **_DEV,
+        ),
+        _flux(
+            "tiny-flux-schnell",
+            weights="tiny-flux-schnell",
+            description="Random tiny FLUX with schnell's inputs, for offline tests and demos.",
+            **{**_SCHNELL, "dtype": "float32"},
+        ),
+        _flux(
+            "tiny-flux-dev",
+            weights="tiny-flux-dev",
+            description="Random tiny FLUX with dev's inputs, for offline tests and demos.",
+            **{**_DEV, "dtype": "float32"},
+        ),
+        _flux(
+            "mid-flux-schnell",
+            weights="mid-flux-schnell",
+            description="Random FLUX with real layer widths (3072) but 2 blocks, for benchmarks.",
+            **{**_SCHNELL, "dtype": "bfloat16"},
+        ),
+    )
+}
+
+
+def get_spec(name: str) -> ModelSpec:
+    try:
+        return SPECS[name]
+    except KeyError:
+        known = ", ".join(sorted(SPECS))
+        raise ValueError(f"Unknown model {name!r}. Choose one of: {known}.") from None
