@@ -1,0 +1,63 @@
+"""Writing generated images to files in the format the user asked for."""
+
+import tempfile
+from pathlib import Path
+
+from PIL import Image
+
+from models.errors import InputError
+from models.log import log
+
+OUTPUT_FORMATS = ("webp", "jpg", "png")
+
+
+def save_images(
+    images: list[Image.Image],
+    *,
+    output_format: str = "webp",
+    output_quality: int = 80,
+    indices: list[int] | None = None,
+    directory: Path | None = None,
+) -> list[Path]:
+    """Save `images` as out-{i}.{ext} and return their paths in order.
+
+    i is indices[k] when given (so a filtered batch keeps its original numbers), else k.
+    Without `directory`, each call writes into its own fresh temporary folder, so the
+    outputs of one prediction never overwrite another's. Quality applies to webp and jpg;
+    png is lossless and ignores it.
+    """
+    if output_format not in OUTPUT_FORMATS:
+        choices = ", ".join(f'"{name}"' for name in OUTPUT_FORMATS)
+        raise InputError(
+            f"output_format {output_format!r} is not supported. Choose one of: {choices}."
+        )
+    if not 0 <= output_quality <= 100:
+        raise InputError(
+            f"output_quality {output_quality} is out of range. Choose a value from 0 to 100."
+        )
+    if indices is None:
+        indices = list(range(len(images)))
+    if len(indices) != len(images):
+        raise ValueError(f"{len(images)} images but {len(indices)} indices")
+
+    if directory is None:
+        directory = Path(tempfile.mkdtemp(prefix="out-"))
+    else:
+        directory = Path(directory)
+        directory.mkdir(parents=True, exist_ok=True)
+
+    paths = []
+    for index, image in zip(indices, images, strict=True):
+        path = directory / f"out-{index}.{output_format}"
+        if output_format == "jpg":
+            # JPEG has no alpha; optimize costs a little time for a smaller file at no loss.
+            image.convert("RGB").save(path, "JPEG", quality=output_quality, optimize=True)
+        elif output_format == "webp":
+            image.save(path, "WEBP", quality=output_quality)
+        else:
+            image.save(path, "PNG")
+        paths.append(path)
+
+    quality = "lossless" if output_format == "png" else f"quality {output_quality}"
+    log.info(f"Saved {len(paths)} image(s) as {output_format} ({quality}) in {directory}")
+    return paths
