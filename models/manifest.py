@@ -62,9 +62,34 @@ MANIFEST: dict[str, WeightsEntry] = {
             gated=True,
             licence="FLUX.1 [dev] Non-Commercial License",
         ),
+        WeightsEntry(
+            "safety-checker",
+            sources=(
+                Source(url=f"{_CDN}/sdxl/safety-1.0.tar"),
+                Source(
+                    hf_repo="CompVis/stable-diffusion-safety-checker",
+                    allow_patterns=("*.json", "model.safetensors"),
+                ),
+            ),
+            licence="not stated on its model card (CompVis/stable-diffusion-safety-checker)",
+        ),
+        WeightsEntry(
+            "falcon-nsfw",
+            sources=(
+                Source(url=f"{_CDN}/falconai/nsfw-image-detection.tar"),
+                Source(
+                    hf_repo="Falconsai/nsfw_image_detection",
+                    allow_patterns=("*.json", "model.safetensors"),
+                ),
+            ),
+            licence="Apache-2.0",
+        ),
         WeightsEntry("tiny-flux-schnell", build="tiny-flux"),
         WeightsEntry("tiny-flux-dev", build="tiny-flux-guidance"),
         WeightsEntry("mid-flux-schnell", build="mid-flux"),
+        # Tiny checkers that flag nothing: tests build stricter ones themselves.
+        WeightsEntry("tiny-safety-checker", build="tiny-compvis"),
+        WeightsEntry("tiny-falcon-nsfw", build="tiny-falcon"),
     )
 }
 
@@ -74,4 +99,4 @@ def get_entry(name: str) -> WeightsEntry:
         return MANIFEST[name]
     except KeyError:
         known = ", ".join(sorted(MANIFEST))
-        raise ValueError(f"No weights named {name!r} in models/manifest.py. Known: {known}.") from None
+        raise ValueError(f"No weights named {name!r} in models/manifest.py: {known}.") from None

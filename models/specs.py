@@ -32,13 +32,22 @@ class ModelSpec:
     dtype: str
     # Manifest entry of an optional refiner (SDXL).
     refiner: str | None = None
+    # Manifest entries of the two safety checkers: CompVis, then Falcons.ai ViT.
+    safety: tuple[str, str] = ("safety-checker", "falcon-nsfw")
     description: str = ""
+
+    def weight_entries(self, *, safety: bool = True) -> tuple[str, ...]:
+        """Every manifest entry this variant loads at setup."""
+        refiner = (self.refiner,) if self.refiner else ()
+        return (self.weights, *refiner, *(self.safety if safety else ()))
 
 
 def _flux(name: str, **kw) -> ModelSpec:
     defaults = dict(family="flux", max_guidance=10.0, size_multiple=16, dtype="bfloat16")
     return ModelSpec(name=name, **{**defaults, **kw})
 
+
+_TINY_SAFETY = ("tiny-safety-checker", "tiny-falcon-nsfw")
 
 _SCHNELL = dict(
     predictor="FluxSchnellPredictor",
@@ -67,26 +76,26 @@ SPECS: dict[str, ModelSpec] = {
         _flux(
             "flux-dev",
             weights="flux-dev",
-            description="FLUX.1 [dev]: guidance-distilled, 28 steps (non-commercial licence, gated).",
+            description="FLUX.1 [dev]: guidance-distilled, 28 steps (non-commercial, gated).",
             **_DEV,
         ),
         _flux(
             "tiny-flux-schnell",
             weights="tiny-flux-schnell",
             description="Random tiny FLUX with schnell's inputs, for offline tests and demos.",
-            **{**_SCHNELL, "dtype": "float32"},
+            **{**_SCHNELL, "dtype": "float32", "safety": _TINY_SAFETY},
         ),
         _flux(
             "tiny-flux-dev",
             weights="tiny-flux-dev",
             description="Random tiny FLUX with dev's inputs, for offline tests and demos.",
-            **{**_DEV, "dtype": "float32"},
+            **{**_DEV, "dtype": "float32", "safety": _TINY_SAFETY},
         ),
         _flux(
             "mid-flux-schnell",
             weights="mid-flux-schnell",
             description="Random FLUX with real layer widths (3072) but 2 blocks, for benchmarks.",
-            **{**_SCHNELL, "dtype": "bfloat16"},
+            **{**_SCHNELL, "safety": _TINY_SAFETY},
         ),
     )
 }

@@ -1,0 +1,169 @@
+"""FLUX.1 text-to-image, image-to-image and inpainting from one set of components."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from PIL import Image
+
+from models import common
+from models.errors import InputError
+from models.log import log
+from models.resolver import resolve
+from models.settings import Settings
+from models.sizes import MATCH_INPUT, size_for_aspect_ratio
+from models.specs import ModelSpec
+
+
+@dataclass(frozen=True)
+class FluxInputs:
+    """What a user sent, as plain values (the Cog adapter fills this in)."""
+
+    prompt: str
+    image: Path | None = None
+    mask: Path | None = None
+    prompt_strength: float = 0.8
+    aspect_ratio: str = "1:1"
+    megapixels: str = "1"
+    num_outputs: int = 1
+    num_inference_steps: int | None = None
+    guidance: float | None = None
+    seed: int | None = None
+    output_format: str = "webp"
+    output_quality: int = 80
+    disable_safety_checker: bool = False
+    go_fast: bool = False
+
+
+@dataclass(frozen=True)
+class FluxJob:
+    """A fully decided generation: sizes, steps and seed are final."""
+
+    prompt: str
+    width: int
+    height: int
+    num_outputs: int
+    steps: int
+    guidance: float
+    seed: int
+    image: Image.Image | None = None
+    mask: Image.Image | None = None
+    strength: float = 1.0
+
+    @property
+    def mode(self) -> str:
+        if self.image is None:
+            return "txt2img"
+        return "inpaint" if self.mask is not None else "img2img"
+
+
+def plan(spec: ModelSpec, inputs: FluxInputs) -> FluxJob:
+    """Validate inputs and decide everything the pipeline needs."""
+    common.check_range("num_outputs", inputs.num_outputs, 1, 4)
+    steps = inputs.num_inference_steps or spec.default_steps
+    common.check_range("num_inference_steps", steps, 1, spec.max_steps)
+    guidance = 0.0
+    if spec.guidance is not None:
+        guidance = spec.guidance if inputs.guidance is None else inputs.guidance
+        common.check_range("guidance", guidance, 0.0, spec.max_guidance)
+    if inputs.go_fast:
+        log.info("go_fast has no effect yet in this release: running at full precision.")
+    image, mask = common.load_init_images(
+        inputs.image, inputs.mask, multiple=spec.size_multiple, megapixels=inputs.megapixels
+    )
+    if image is None:
+        if inputs.megapixels == MATCH_INPUT:
+            raise InputError(
+                "megapixels=match_input needs an input image to match. Send `image`, "
+                "or choose megapixels 1 or 0.25."
+            )
+        width, height = size_for_aspect_ratio(inputs.aspect_ratio, inputs.megapixels)
+    else:
+        width, height = image.size
+        log.info(f"Output size {width}x{height} follows the input image; aspect_ratio is ignored.")
+        common.check_strength(inputs.prompt_strength, steps)
+    return FluxJob(
+        prompt=inputs.prompt,
+        width=width,
+        height=height,
+        num_outputs=inputs.num_outputs,
+        steps=steps,
+        guidance=guidance,
+        seed=common.resolve_seed(inputs.seed),
+        image=image,
+        mask=mask,
+        strength=inputs.prompt_strength if image is not None else 1.0,
+    )
+
+
+class FluxEngine:
+    """Loads the weights once; the three modes share every component."""
+
+    def __init__(self, spec: ModelSpec, weights: Path, device: str):
+        from diffusers import FluxImg2ImgPipeline, FluxInpaintPipeline, FluxPipeline
+
+        self.spec, self.device = spec, device
+        dtype = common.pick_dtype(spec.dtype, device)
+        base = FluxPipeline.from_pretrained(weights, torch_dtype=dtype).to(device)
+        self.pipes = {"txt2img": base}
+        self.pipes["img2img"] = FluxImg2ImgPipeline.from_pipe(base)
+        self.pipes["inpaint"] = FluxInpaintPipeline.from_pipe(base)
+        for pipe in self.pipes.values():
+            pipe.set_progress_bar_config(disable=True)
+
+    def pipeline_kwargs(self, job: FluxJob) -> dict:
+        kwargs = dict(
+            prompt=job.prompt,
+            width=job.width,
+            height=job.height,
+            num_images_per_prompt=job.num_outputs,
+            num_inference_steps=job.steps,
+            guidance_scale=job.guidance,
+            max_sequence_length=self.spec.max_sequence_length,
+            # A CPU generator gives the same noise on every device for a seed.
+            generator=torch.Generator("cpu").manual_seed(job.seed),
+        )
+        if job.image is not None:
+            kwargs.update(image=job.image, strength=job.strength)
+        if job.mask is not None:
+            kwargs.update(mask_image=job.mask)
+        return kwargs
+
+    def generate(self, job: FluxJob) -> list[Image.Image]:
+        log.info(f"Mode: {job.mode}, {job.width}x{job.height}, {job.steps} steps")
+        pipe = self.pipes[job.mode]
+        with torch.inference_mode():
+            result = pipe(**self.pipeline_kwargs(job), callback_on_step_end=common.step_logger())
+        return result.images
+
+
+class FluxModel:
+    """Everything a FLUX predictor does, without Cog: setup once, predict many times."""
+
+    def __init__(self, spec: ModelSpec, settings: Settings):
+        started = time.perf_counter()
+        self.spec = spec
+        device = common.pick_device(settings.device)
+
+        def fetch(name: str) -> Path:
+            return resolve(name, settings)
+
+        self.engine = FluxEngine(spec, fetch(spec.weights), device)
+        self.safety = None
+        if settings.safety_checker:
+            self.safety = common.load_safety(spec.safety, device, fetch)
+        log.info(f"Loaded {spec.name} on {device} in {time.perf_counter() - started:.1f}s")
+
+    def predict(self, inputs: FluxInputs) -> list[Path]:
+        job = plan(self.spec, inputs)
+        images = self.engine.generate(job)
+        return common.finish(
+            images,
+            safety=self.safety,
+            disable_safety_checker=inputs.disable_safety_checker,
+            output_format=inputs.output_format,
+            output_quality=inputs.output_quality,
+        )

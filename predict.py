@@ -1,0 +1,193 @@
+"""Cog adapter: thin predictor classes that turn Cog inputs into plain calls.
+
+All model logic lives in models/ (no cog import there). Input definitions stay
+literal (no computed choices) because `cog build` reads this file statically;
+tests/test_predict_schema.py checks they agree with models/.
+"""
+
+import logging
+import sys
+from typing import Optional
+
+from cog import BasePredictor, Input, Path
+
+from models.flux import FluxInputs, FluxModel
+from models.settings import load_settings
+from models.specs import get_spec
+
+
+class Inputs:
+    prompt = Input(description="Text describing the image you want, e.g. 'a cat in a hat'.")
+    image = Input(
+        description=(
+            "Optional input image for image-to-image, or for inpainting together with `mask`. "
+            "PNG, JPEG or WebP up to 64 megapixels. It is rotated by its EXIF tag, transparent "
+            "areas become white, and it is scaled down to fit 1440x1440 and rounded to a multiple "
+            "of 16; the output has that size (see megapixels). aspect_ratio is ignored."
+        ),
+        default=None,
+    )
+    mask = Input(
+        description=(
+            "Optional black-and-white mask for inpainting, used with `image`: white areas are "
+            "repainted, black areas are kept. Resized to the image (nearest neighbour)."
+        ),
+        default=None,
+    )
+    prompt_strength = Input(
+        description=(
+            "With an image: how much to change it, 0-1. 1.0 ignores the image entirely; 0.6-0.9 "
+            "is typical. prompt_strength x num_inference_steps must be at least 1."
+        ),
+        ge=0.0,
+        le=1.0,
+        default=0.8,
+    )
+    aspect_ratio = Input(
+        description=(
+            "Shape of the image: 1:1 is 1024x1024, 16:9 is 1344x768, 9:16 is 768x1344 ... "
+            "(at 1 megapixel). Ignored when an input image is given."
+        ),
+        choices=["1:1", "16:9", "21:9", "3:2", "2:3", "4:5", "5:4", "3:4", "4:3", "9:16", "9:21"],
+        default="1:1",
+    )
+    megapixels = Input(
+        description=(
+            "Approximate size of the output: 1 (e.g. 1024x1024) or 0.25 (e.g. 512x512, 4x "
+            "faster). With an input image, 1 or 0.25 keep its shape at that size, and "
+            "match_input keeps its own size (at most 1440x1440)."
+        ),
+        choices=["1", "0.25", "match_input"],
+        default="1",
+    )
+    num_outputs = Input(description="Number of images to generate, 1-4.", ge=1, le=4, default=1)
+    seed = Input(
+        description=(
+            "Random seed, 0 to 4294967295. The same inputs and seed give the same images on "
+            "the same machine. Leave empty for a random seed (logged as 'Using seed: N')."
+        ),
+        ge=0,
+        le=4294967295,
+        default=None,
+    )
+    output_format = Input(
+        description="File format of the images: webp (small), jpg, or png (lossless).",
+        choices=["webp", "jpg", "png"],
+        default="webp",
+    )
+    output_quality = Input(
+        description="Compression quality for webp and jpg, 0-100 (100 is best). Ignored for png.",
+        ge=0,
+        le=100,
+        default=80,
+    )
+    disable_safety_checker = Input(
+        description=(
+            "Skip the NSFW safety check. By default every image is checked and unsafe ones are "
+            "removed from the output; if all are unsafe the prediction fails."
+        ),
+        default=False,
+    )
+    go_fast = Input(
+        description=(
+            "Reserved for fp8 quantisation and compilation on GPUs. It has no effect in this "
+            "release: outputs are identical to go_fast=false."
+        ),
+        default=False,
+    )
+
+
+def _configure_logging() -> None:
+    # coglet records the worker's stdout as the prediction's logs.
+    logger = logging.getLogger("models")
+    if not logger.handlers:
+        handler = logging.StreamHandler(sys.stdout)
+        handler.setFormatter(logging.Formatter("%(message)s"))
+        logger.addHandler(handler)
+    logger.setLevel(logging.INFO)
+
+
+def _load_flux(predictor: str, default_model: str) -> FluxModel:
+    _configure_logging()
+    settings = load_settings()
+    spec = get_spec(settings.model or default_model)
+    if spec.predictor != predictor:
+        raise ValueError(
+            f"MODEL_NAME={spec.name} is served by {spec.predictor}, not {predictor}. "
+            f"Run `script/select {spec.name}` to point cog.yaml at the right class."
+        )
+    return FluxModel(spec, settings)
+
+
+def _flux_inputs(arguments: dict) -> FluxInputs:
+    """predict()'s arguments (from locals()) as plain values."""
+    values = {k: v for k, v in arguments.items() if k != "self"}
+    for name in ("image", "mask"):
+        if values[name] is not None:
+            values[name] = Path(values[name])
+    return FluxInputs(**values)
+
+
+class FluxSchnellPredictor(BasePredictor):
+    def setup(self) -> None:
+        self.model = _load_flux("FluxSchnellPredictor", "flux-schnell")
+
+    def predict(
+        self,
+        prompt: str = Inputs.prompt,
+        image: Optional[Path] = Inputs.image,
+        mask: Optional[Path] = Inputs.mask,
+        prompt_strength: float = Inputs.prompt_strength,
+        aspect_ratio: str = Inputs.aspect_ratio,
+        megapixels: str = Inputs.megapixels,
+        num_outputs: int = Inputs.num_outputs,
+        num_inference_steps: int = Input(
+            description="Denoising steps, 1-4. schnell is distilled for 4; fewer is faster.",
+            ge=1,
+            le=4,
+            default=4,
+        ),
+        seed: Optional[int] = Inputs.seed,
+        output_format: str = Inputs.output_format,
+        output_quality: int = Inputs.output_quality,
+        disable_safety_checker: bool = Inputs.disable_safety_checker,
+        go_fast: bool = Inputs.go_fast,
+    ) -> list[Path]:
+        return self.model.predict(_flux_inputs(locals()))
+
+
+class FluxDevPredictor(BasePredictor):
+    def setup(self) -> None:
+        self.model = _load_flux("FluxDevPredictor", "flux-dev")
+
+    def predict(
+        self,
+        prompt: str = Inputs.prompt,
+        image: Optional[Path] = Inputs.image,
+        mask: Optional[Path] = Inputs.mask,
+        prompt_strength: float = Inputs.prompt_strength,
+        aspect_ratio: str = Inputs.aspect_ratio,
+        megapixels: str = Inputs.megapixels,
+        num_outputs: int = Inputs.num_outputs,
+        num_inference_steps: int = Input(
+            description="Denoising steps, 1-50. 28 is the default; 20-50 is the useful range.",
+            ge=1,
+            le=50,
+            default=28,
+        ),
+        guidance: float = Input(
+            description=(
+                "How closely to follow the prompt, 0-10. 2-3.5 looks most natural; higher values "
+                "follow the prompt more literally with more contrast."
+            ),
+            ge=0,
+            le=10,
+            default=3,
+        ),
+        seed: Optional[int] = Inputs.seed,
+        output_format: str = Inputs.output_format,
+        output_quality: int = Inputs.output_quality,
+        disable_safety_checker: bool = Inputs.disable_safety_checker,
+        go_fast: bool = Inputs.go_fast,
+    ) -> list[Path]:
+        return self.model.predict(_flux_inputs(locals()))

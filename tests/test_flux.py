@@ -1,0 +1,169 @@
+"""FLUX through the plain model API on the tiny variants: modes, sizes, seeds, errors."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import replace
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from models.errors import InputError
+from models.flux import FluxInputs, FluxModel, plan
+from models.sizes import ASPECT_RATIOS
+from models.specs import get_spec
+from tests.conftest import write_image
+
+
+@pytest.fixture(scope="module")
+def schnell(settings):
+    return FluxModel(get_spec("tiny-flux-schnell"), replace(settings, safety_checker=False))
+
+
+@pytest.fixture(scope="module")
+def dev(settings):
+    return FluxModel(get_spec("tiny-flux-dev"), replace(settings, safety_checker=False))
+
+
+def pixels(path) -> np.ndarray:
+    return np.asarray(Image.open(path).convert("RGB"), dtype=np.int16)
+
+
+def test_txt2img_default_is_one_1024_webp(schnell, caplog):
+    with caplog.at_level(logging.INFO, logger="models"):
+        paths = schnell.predict(FluxInputs(prompt="a cat in a hat", seed=3))
+    assert [p.name for p in paths] == ["out-0.webp"]
+    with Image.open(paths[0]) as img:
+        assert (img.format, img.size) == ("WEBP", (1024, 1024))
+    assert "Mode: txt2img, 1024x1024, 4 steps" in caplog.text
+    assert "Step 4/4" in caplog.text and "Using seed: 3" in caplog.text
+
+
+def test_num_outputs_and_fresh_directory_per_request(schnell):
+    first = schnell.predict(FluxInputs(prompt="a", megapixels="0.25", num_outputs=3, seed=1))
+    second = schnell.predict(FluxInputs(prompt="a", megapixels="0.25", seed=1))
+    assert [p.name for p in first] == ["out-0.webp", "out-1.webp", "out-2.webp"]
+    assert first[0].parent != second[0].parent
+    # Images in one batch differ from each other (different noise per image).
+    assert np.abs(pixels(first[0]) - pixels(first[1])).max() > 0
+
+
+def test_same_seed_same_pixels_other_seed_differs(schnell):
+    inputs = FluxInputs(prompt="a red fox", megapixels="0.25", seed=1234, output_format="png")
+    a, b = schnell.predict(inputs)[0], schnell.predict(inputs)[0]
+    c = schnell.predict(replace(inputs, seed=1235))[0]
+    assert np.array_equal(pixels(a), pixels(b))
+    assert np.abs(pixels(a) - pixels(c)).max() > 0
+
+
+def test_random_seed_is_drawn_and_logged(schnell, caplog):
+    with caplog.at_level(logging.INFO, logger="models"):
+        job = plan(schnell.spec, FluxInputs(prompt="x"))
+    assert 0 <= job.seed <= 2**32 - 1
+    assert f"Using seed: {job.seed}" in caplog.text
+
+
+@pytest.mark.parametrize("ratio", list(ASPECT_RATIOS))
+@pytest.mark.parametrize("megapixels", ["1", "0.25"])
+def test_aspect_ratio_sizes_follow_the_table(schnell, ratio, megapixels):
+    width, height = ASPECT_RATIOS[ratio]
+    if megapixels == "0.25":
+        width, height = width // 2, height // 2
+    job = plan(schnell.spec, FluxInputs(prompt="x", aspect_ratio=ratio, megapixels=megapixels))
+    assert (job.width, job.height) == (width, height)
+
+
+def test_generated_image_has_the_planned_size(schnell):
+    path = schnell.predict(FluxInputs(prompt="x", aspect_ratio="21:9", megapixels="0.25"))[0]
+    assert Image.open(path).size == (768, 320)
+
+
+def test_img2img_output_takes_the_normalised_input_size(schnell, tmp_path, caplog):
+    source = write_image(tmp_path / "in.png", size=(2000, 1000))
+    with caplog.at_level(logging.INFO, logger="models"):
+        paths = schnell.predict(
+            FluxInputs(prompt="x", image=source, megapixels="match_input", seed=1)
+        )
+    assert Image.open(paths[0]).size == (1440, 720)
+    assert "Mode: img2img" in caplog.text and "aspect_ratio is ignored" in caplog.text
+
+
+def test_img2img_megapixels_keeps_the_input_shape(schnell, tmp_path):
+    source = write_image(tmp_path / "in.png", size=(300, 200))
+    job = plan(schnell.spec, FluxInputs(prompt="x", image=source, megapixels="0.25"))
+    assert job.width % 16 == 0 and job.height % 16 == 0
+    assert abs(job.width / job.height - 1.5) < 0.05
+    assert abs(job.width * job.height - 512 * 512) < 0.05 * 512 * 512
+
+
+def test_inpaint_keeps_size_and_uses_the_mask(dev, tmp_path, caplog):
+    source = write_image(tmp_path / "in.png", size=(500, 330))
+    mask = Image.new("L", (100, 66), 0)
+    mask.paste(255, (50, 0, 100, 66))
+    mask.save(tmp_path / "mask.png")
+    with caplog.at_level(logging.INFO, logger="models"):
+        job = plan(
+            dev.spec,
+            FluxInputs(
+                prompt="x", image=source, mask=tmp_path / "mask.png", megapixels="match_input"
+            ),
+        )
+        paths = dev.predict(
+            FluxInputs(
+                prompt="x",
+                image=source,
+                mask=tmp_path / "mask.png",
+                megapixels="match_input",
+                num_inference_steps=4,
+            )
+        )
+    assert job.mode == "inpaint" and job.mask.size == job.image.size == (496, 336)
+    assert set(np.unique(np.asarray(job.mask))) <= {0, 255}  # nearest keeps it binary
+    assert Image.open(paths[0]).size == (496, 336)
+    assert "Mode: inpaint" in caplog.text
+
+
+def test_dev_guidance_and_steps_defaults(dev):
+    job = plan(dev.spec, FluxInputs(prompt="x"))
+    assert (job.steps, job.guidance) == (28, 3.0)
+    job = plan(dev.spec, FluxInputs(prompt="x", guidance=7.5, num_inference_steps=50))
+    assert (job.steps, job.guidance) == (50, 7.5)
+
+
+def test_schnell_takes_no_guidance(schnell):
+    assert plan(schnell.spec, FluxInputs(prompt="x")).guidance == 0.0
+
+
+@pytest.mark.parametrize(
+    "inputs, words",
+    [
+        (dict(mask="mask.png"), ["mask", "image"]),
+        (dict(megapixels="match_input"), ["megapixels", "image"]),
+        (dict(image="in.png", prompt_strength=0.1), ["prompt_strength", "num_inference_steps"]),
+        (dict(num_inference_steps=5), ["num_inference_steps", "1", "4"]),
+        (dict(num_outputs=5), ["num_outputs"]),
+        (dict(seed=2**32), ["seed"]),
+        (dict(aspect_ratio="7:3"), ["aspect_ratio"]),
+    ],
+)
+def test_bad_inputs_name_the_input(schnell, tmp_path, inputs, words):
+    write_image(tmp_path / "in.png")
+    write_image(tmp_path / "mask.png", mode="L", color=255)
+    values = {k: tmp_path / v if k in ("image", "mask") else v for k, v in inputs.items()}
+    with pytest.raises(InputError) as err:
+        plan(schnell.spec, FluxInputs(prompt="x", **values))
+    for word in words:
+        assert word in str(err.value)
+
+
+def test_corrupt_image_is_an_input_error(schnell, tmp_path):
+    (tmp_path / "bad.png").write_bytes(b"\x89PNG\r\n\x1a\n not really")
+    with pytest.raises(InputError, match="image"):
+        plan(schnell.spec, FluxInputs(prompt="x", image=tmp_path / "bad.png"))
+
+
+def test_go_fast_is_accepted_and_logged(schnell, caplog):
+    with caplog.at_level(logging.INFO, logger="models"):
+        plan(schnell.spec, FluxInputs(prompt="x", go_fast=True))
+    assert "go_fast has no effect" in caplog.text

@@ -1,0 +1,144 @@
+"""Run the real Cog HTTP server (coglet) locally, the way a `cog build` image does.
+
+coglet validates inputs only against .cog/openapi_schema.json in its working
+directory, so the schema is written from the predictor before every start.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Iterator
+from contextlib import contextmanager, suppress
+from pathlib import Path
+
+from models.specs import get_spec
+from tools.schema import write_schema
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def http_json(method: str, url: str, body: dict | None = None, timeout: float = 600.0):
+    """(status, parsed JSON body). HTTP errors are answers here, not exceptions."""
+    data = json.dumps(body).encode() if body is not None else None
+    request = urllib.request.Request(url, data=data, method=method)
+    request.add_header("Content-Type", "application/json")
+    try:
+        with urllib.request.urlopen(request, timeout=timeout) as response:
+            return response.status, json.loads(response.read() or b"null")
+    except urllib.error.HTTPError as err:
+        raw = err.read()
+        try:
+            return err.code, json.loads(raw)
+        except ValueError:
+            return err.code, {"error": raw.decode(errors="replace")}
+
+
+def model_ref(model: str, root: Path = REPO) -> tuple[str, dict[str, str]]:
+    """Write the schema for `model` and return the predictor ref and its environment."""
+    spec = get_spec(model)
+    ref = f"predict.py:{spec.predictor}"
+    write_schema(ref, root)
+    return ref, {"MODEL_NAME": spec.name}
+
+
+def server_env(ref: str, port: int, *, mode: str, extra: dict[str, str] | None) -> dict[str, str]:
+    env = dict(os.environ)
+    # coglet's worker runs `python` from PATH: it must be this interpreter.
+    env["PATH"] = os.path.dirname(sys.executable) + os.pathsep + env.get("PATH", "")
+    env["PORT"] = str(port)
+    env["PYTHONUNBUFFERED"] = "1"
+    env["COG_TRAIN_TYPE_STUB" if mode == "train" else "COG_PREDICT_TYPE_STUB"] = ref
+    env.update(extra or {})
+    return env
+
+
+def command(host: str, mode: str) -> list[str]:
+    cmd = [sys.executable, "-m", "cog.server.http", "--host", host]
+    return cmd + (["--x-mode", "train"] if mode == "train" else [])
+
+
+def _tail(path: Path, lines: int = 40) -> str:
+    try:
+        return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
+    except OSError:
+        return "(no server log)"
+
+
+def wait_ready(base_url: str, proc: subprocess.Popen, log_path: Path, timeout: float) -> dict:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"Cog server exited with {proc.returncode}:\n{_tail(log_path)}")
+        try:
+            status, health = http_json("GET", f"{base_url}/health-check", timeout=5)
+        except OSError:
+            time.sleep(0.3)
+            continue
+        if health.get("status") == "READY":
+            return health
+        if health.get("status") in {"SETUP_FAILED", "DEFUNCT"}:
+            logs = health.get("setup", {}).get("logs", "")
+            raise RuntimeError(f"Predictor setup failed:\n{logs}\n{_tail(log_path)}")
+        time.sleep(0.3)
+    raise RuntimeError(f"Cog server not ready after {timeout:.0f}s:\n{_tail(log_path)}")
+
+
+@contextmanager
+def running(
+    ref: str,
+    *,
+    root: Path = REPO,
+    mode: str = "predict",
+    env: dict[str, str] | None = None,
+    host: str = "127.0.0.1",
+    port: int | None = None,
+    log_path: Path | None = None,
+    ready_timeout: float = 600.0,
+) -> Iterator[str]:
+    """Start coglet for `ref` in `root`, wait until READY, yield its base URL, stop it."""
+    port = port or free_port()
+    if log_path is None:
+        log_path = Path(tempfile.mkstemp(prefix="cog-server-", suffix=".log")[1])
+    with open(log_path, "wb") as log_file:
+        proc = subprocess.Popen(
+            command(host, mode),
+            cwd=root,
+            env=server_env(ref, port, mode=mode, extra=env),
+            stdout=log_file,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,  # so the worker subprocess stops with it
+        )
+    base_url = f"http://{host}:{port}"
+    try:
+        wait_ready(base_url, proc, log_path, ready_timeout)
+        yield base_url
+    finally:
+        stop(proc)
+
+
+def stop(proc: subprocess.Popen) -> None:
+    if proc.poll() is not None:
+        return
+    with suppress(ProcessLookupError):
+        os.killpg(proc.pid, signal.SIGTERM)
+    try:
+        proc.wait(timeout=15)
+    except subprocess.TimeoutExpired:
+        with suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
