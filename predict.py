@@ -119,12 +119,16 @@ def _load_flux(predictor: str, default_model: str) -> FluxModel:
     return FluxModel(spec, settings)
 
 
+# JSON Schema counts 4.0 as an integer, and coglet passes it on unconverted.
+_INTEGER_INPUTS = ("num_outputs", "num_inference_steps", "seed", "output_quality")
+
+
 def _flux_inputs(arguments: dict) -> FluxInputs:
     """predict()'s arguments (from locals()) as plain values."""
     values = {k: v for k, v in arguments.items() if k != "self"}
-    for name in ("image", "mask"):
-        if values[name] is not None:
-            values[name] = Path(values[name])
+    for name in _INTEGER_INPUTS:
+        if values.get(name) is not None:
+            values[name] = int(values[name])
     return FluxInputs(**values)
 
 

@@ -1,0 +1,404 @@
+"""tools.schema: the OpenAPI document `cog build` would write, and coglet obeying it."""
+
+import json
+import textwrap
+from collections.abc import Iterator
+from typing import Any, Optional, Union
+
+import cog
+import pytest
+from cog import BasePredictor, BaseRunner, Input, Path, Secret
+
+from tools.schema import SchemaError, load_target, main, openapi_schema, to_json, write_schema
+from tools.server import http_json, running
+
+
+class Toy(BasePredictor):
+    def predict(
+        self,
+        prompt: str = Input(description="Text prompt"),
+        image: Path | None = Input(description="Init image", default=None),
+        strength: float = Input(default=0.8, ge=0.0, le=1.0),
+        steps: int = Input(default=4, ge=1, le=50),
+        aspect_ratio: str = Input(default="1:1", choices=["1:1", "16:9"]),
+        seed: Optional[int] = Input(description="Random seed", default=None),  # noqa: UP045
+        safety: bool = True,
+    ) -> list[Path]:
+        raise NotImplementedError
+
+
+def inputs(target: Any, mode: str = "predict") -> dict:
+    key = "TrainingInput" if mode == "train" else "Input"
+    return openapi_schema(target, mode=mode)["components"]["schemas"][key]
+
+
+def test_input_properties_match_the_go_generator():
+    assert inputs(Toy)["properties"] == {
+        "prompt": {"x-order": 0, "title": "Prompt", "type": "string", "description": "Text prompt"},
+        "image": {
+            "x-order": 1,
+            "title": "Image",
+            "type": "string",
+            "format": "uri",
+            "default": None,
+            "nullable": True,
+            "description": "Init image",
+        },
+        "strength": {
+            "x-order": 2,
+            "title": "Strength",
+            "type": "number",
+            "default": 0.8,
+            "minimum": 0,
+            "maximum": 1,
+        },
+        "steps": {
+            "x-order": 3,
+            "title": "Steps",
+            "type": "integer",
+            "default": 4,
+            "minimum": 1,
+            "maximum": 50,
+        },
+        "aspect_ratio": {
+            "x-order": 4,
+            "allOf": [{"$ref": "#/components/schemas/aspect_ratio"}],
+            "default": "1:1",
+        },
+        "seed": {
+            "x-order": 5,
+            "title": "Seed",
+            "type": "integer",
+            "default": None,
+            "nullable": True,
+            "description": "Random seed",
+        },
+        "safety": {"x-order": 6, "title": "Safety", "type": "boolean", "default": True},
+    }
+
+
+def test_required_order_enum_and_output():
+    schema = openapi_schema(Toy)
+    components = schema["components"]["schemas"]
+    assert components["Input"]["title"] == "Input"
+    assert components["Input"]["type"] == "object"
+    assert components["Input"]["required"] == ["prompt"]
+    assert list(components["Input"]["properties"]) == [
+        "prompt", "image", "strength", "steps", "aspect_ratio", "seed", "safety"
+    ]  # fmt: skip
+    assert components["aspect_ratio"] == {
+        "title": "aspect_ratio",
+        "description": "An enumeration.",
+        "enum": ["1:1", "16:9"],
+        "type": "string",
+    }
+    assert components["Output"] == {
+        "title": "Output",
+        "type": "array",
+        "items": {"type": "string", "format": "uri"},
+    }
+    assert list(components) == [
+        "Input", "Output", "aspect_ratio", "PredictionRequest", "PredictionResponse",
+        "Status", "HTTPValidationError", "ValidationError",
+    ]  # fmt: skip
+
+
+def test_document_skeleton():
+    schema = openapi_schema(Toy)
+    assert schema["openapi"] == "3.0.2"
+    assert schema["info"] == {"title": "Cog", "version": cog.__version__}
+    assert list(schema["paths"]) == [
+        "/", "/health-check", "/predictions", "/predictions/{prediction_id}/cancel"
+    ]  # fmt: skip
+    post = schema["paths"]["/predictions"]["post"]
+    assert post["operationId"] == "predict_predictions_post"
+    assert post["responses"]["422"]["content"]["application/json"]["schema"] == {
+        "$ref": "#/components/schemas/HTTPValidationError"
+    }
+    assert "x-cog-streaming" not in post
+
+
+def test_defaults_follow_go_rules():
+    class P(BaseRunner):
+        def run(
+            self,
+            seed: int = Input(default=None),  # None on a non-Optional type: still required
+            note: str | None = Input(description="no default given"),
+            tag: str | None = None,
+            mask: Path | None = None,
+            key: Secret = Input(default=None),
+            sizes: list[int] = Input(default=[512, 768]),
+            choice: int = Input(default=2, choices=[1, 2]),
+            scale: float = 7.0,
+        ) -> str:
+            raise NotImplementedError
+
+    schema = openapi_schema(P)
+    props = schema["components"]["schemas"]["Input"]["properties"]
+    assert schema["components"]["schemas"]["Input"]["required"] == ["seed"]
+    assert props["seed"] == {"x-order": 0, "title": "Seed", "type": "integer"}
+    # Input() without default= emits no default; coglet then injects null itself.
+    assert props["note"] == {
+        "x-order": 1,
+        "title": "Note",
+        "type": "string",
+        "nullable": True,
+        "description": "no default given",
+    }
+    assert props["tag"]["default"] is None and props["mask"]["default"] is None
+    assert props["key"] == {
+        "x-order": 4,
+        "title": "Key",
+        "type": "string",
+        "format": "password",
+        "writeOnly": True,
+        "x-cog-secret": True,
+        "default": None,
+        "nullable": True,
+    }
+    assert props["sizes"] == {
+        "x-order": 5,
+        "title": "Sizes",
+        "type": "array",
+        "items": {"type": "integer"},
+        "default": [512, 768],
+    }
+    assert schema["components"]["schemas"]["choice"]["type"] == "integer"
+    assert schema["components"]["schemas"]["choice"]["enum"] == [1, 2]
+    assert props["scale"]["default"] == 7 and isinstance(props["scale"]["default"], int)
+    assert schema["components"]["schemas"]["Output"] == {"title": "Output", "type": "string"}
+
+
+class Shared:
+    note = Input(description="shared, no default")
+    tag = Input(description="shared", default=None)
+
+
+def test_shared_input_references_keep_their_defaults():
+    class UsesShared(BaseRunner):
+        def run(self, note: str | None = Shared.note, tag: str | None = Shared.tag) -> str:
+            raise NotImplementedError
+
+    props = inputs(UsesShared)["properties"]
+    assert "default" not in props["note"]
+    assert props["tag"]["default"] is None
+    assert props["note"]["nullable"] is props["tag"]["nullable"] is True
+
+
+def test_run_wins_and_both_is_an_error():
+    class RunOnly(BaseRunner):
+        def run(self, n: int) -> int:
+            return n
+
+    class Both(BasePredictor):
+        def run(self, n: int) -> int:
+            return n
+
+        def predict(self, n: int) -> int:
+            return n
+
+    assert inputs(RunOnly)["properties"]["n"]["type"] == "integer"
+    with pytest.raises(SchemaError, match="not both"):
+        openapi_schema(Both)
+
+
+def test_train_mode_function():
+    def train(data: Path, rank: int = Input(default=16, ge=1)) -> Path:
+        raise NotImplementedError
+
+    schema = openapi_schema(train, mode="train")
+    components = schema["components"]["schemas"]
+    assert components["TrainingInput"]["title"] == "TrainingInput"
+    assert components["TrainingInput"]["required"] == ["data"]
+    assert components["TrainingOutput"] == {"title": "Output", "type": "string", "format": "uri"}
+    assert {"TrainingRequest", "TrainingResponse"} <= set(components)
+    assert list(schema["paths"])[2:] == ["/trainings", "/trainings/{training_id}/cancel"]
+    assert schema["paths"]["/trainings"]["post"]["operationId"] == "train_trainings_post"
+    cancel = schema["paths"]["/trainings/{training_id}/cancel"]["post"]
+    assert cancel["parameters"][0]["schema"] == {"title": "Training Id", "type": "string"}
+
+
+def test_structured_and_streaming_outputs():
+    class Result(cog.BaseModel):
+        image: Path
+        caption: str | None
+        score: float = 0.0
+
+    class Structured(BaseRunner):
+        def run(self) -> Result:
+            raise NotImplementedError
+
+    class Streams(BaseRunner):
+        @cog.streaming
+        def run(self) -> cog.ConcatenateIterator[str]:
+            raise NotImplementedError
+
+    class Frames(BaseRunner):
+        def run(self) -> Iterator[Path]:
+            raise NotImplementedError
+
+    assert openapi_schema(Structured)["components"]["schemas"]["Output"] == {
+        "title": "Output",
+        "type": "object",
+        "properties": {
+            "image": {"title": "Image", "type": "string", "format": "uri"},
+            "caption": {"title": "Caption", "type": "string", "nullable": True},
+            "score": {"title": "Score", "type": "number"},
+        },
+        "required": ["image"],
+    }
+    streams = openapi_schema(Streams)
+    assert streams["paths"]["/predictions"]["post"]["x-cog-streaming"] is True
+    assert streams["components"]["schemas"]["Output"]["x-cog-array-display"] == "concatenate"
+    frames = openapi_schema(Frames)["components"]["schemas"]["Output"]
+    assert frames["x-cog-array-type"] == "iterator"
+    assert frames["items"] == {"type": "string", "format": "uri"}
+
+
+def _run_with(annotation: Any, returns: Any = str) -> type:
+    def run(self, x):
+        raise NotImplementedError
+
+    run.__annotations__ = {"x": annotation, "return": returns}
+    return type("P", (BaseRunner,), {"run": run})
+
+
+@pytest.mark.parametrize(
+    ("annotation", "returns", "message"),
+    [
+        (Union[int, str], str, "input 'x': unions"),  # noqa: UP007
+        (tuple[int, int], str, "input 'x': unsupported type"),
+        (list[int | None], str, "input 'x': nested generics"),
+        (int, str | None, "output must not be Optional"),
+        (int, set[str], "output: unsupported type"),
+    ],
+)
+def test_unsupported_annotations_are_named(annotation, returns, message):
+    with pytest.raises(SchemaError, match=message):
+        openapi_schema(_run_with(annotation, returns))
+
+
+def test_other_errors():
+    class NoHint(BaseRunner):
+        def run(self, x) -> str:
+            raise NotImplementedError
+
+    class BadChoices(BaseRunner):
+        def run(self, x: float = Input(default=1.0, choices=[1.0, 2.0])) -> str:
+            raise NotImplementedError
+
+    with pytest.raises(SchemaError, match="input 'x' has no type annotation"):
+        openapi_schema(NoHint)
+    with pytest.raises(SchemaError, match="choices need a str or int"):
+        openapi_schema(BadChoices)
+    with pytest.raises(SchemaError, match="defines no train"):
+        openapi_schema(Toy, mode="train")
+
+
+def test_json_layout_matches_go():
+    class P(BaseRunner):
+        def run(self, zeta: str = Input(description="a<b & c>d"), alpha: int = 1) -> str:
+            raise NotImplementedError
+
+    text = to_json(openapi_schema(P))
+    assert text.startswith('{"components":{"schemas":{"Input":{"properties":{"zeta":')
+    assert '"alpha":{"default":1,"title":"Alpha","type":"integer","x-order":1}' in text
+    assert "a\\u003cb \\u0026 c\\u003ed" in text
+    assert json.loads(text) == openapi_schema(P)
+
+
+# The end-to-end predictor: a real file, imported the way coglet imports it.
+TOY_PREDICT = """
+from __future__ import annotations
+
+from cog import BasePredictor, Input, Path
+
+
+class Predictor(BasePredictor):
+    def setup(self) -> None:
+        self.greeting = "hello"
+
+    def predict(
+        self,
+        prompt: str = Input(description="Text prompt"),
+        strength: float = Input(default=0.8, ge=0.0, le=1.0),
+        steps: int = Input(default=4, ge=1, le=50),
+        aspect_ratio: str = Input(default="1:1", choices=["1:1", "16:9"]),
+        seed: int | None = Input(default=None),
+    ) -> list[Path]:
+        out = Path("out.txt")
+        out.write_text(f"{self.greeting} {prompt} {steps} {aspect_ratio} {seed}")
+        return [out]
+"""
+
+
+@pytest.fixture
+def toy_project(tmp_path):
+    (tmp_path / "predict.py").write_text(textwrap.dedent(TOY_PREDICT))
+    return tmp_path
+
+
+def test_write_schema_and_cli(toy_project, capsys):
+    path = write_schema("predict.py:Predictor", toy_project)
+    assert path == toy_project / ".cog" / "openapi_schema.json"
+    written = json.loads(path.read_text())
+    assert written == openapi_schema(load_target("predict.py:Predictor", toy_project))
+    assert written["components"]["schemas"]["Input"]["required"] == ["prompt"]
+
+    path.unlink()
+    assert main(["predict.py:Predictor", "--root", str(toy_project)]) == 0
+    assert capsys.readouterr().out.strip() == str(path)
+    assert json.loads(path.read_text()) == written
+
+    with pytest.raises(SchemaError, match="no 'Missing'"):
+        load_target("predict.py:Missing", toy_project)
+
+
+def test_write_schema_merges_train(toy_project):
+    (toy_project / "train.py").write_text(
+        "from cog import Path\n\ndef train(data: Path, rank: int = 16) -> Path:\n    return data\n"
+    )
+    path = write_schema("predict.py:Predictor", toy_project, train_ref="train.py:train")
+    merged = json.loads(path.read_text())
+    assert {"/predictions", "/trainings"} <= set(merged["paths"])
+    assert {"Input", "TrainingInput", "PredictionRequest", "TrainingRequest"} <= set(
+        merged["components"]["schemas"]
+    )
+
+
+def _rejected_field(status: int, body: Any) -> str:
+    assert status == 422, body
+    (error,) = body["detail"]
+    return error["loc"][-1]
+
+
+@pytest.mark.server  # starts the real coglet HTTP server as a subprocess
+def test_coglet_validates_against_our_schema(toy_project, tmp_path):
+    write_schema("predict.py:Predictor", toy_project)
+    server_log = tmp_path / "server.log"
+    with running("predict.py:Predictor", root=toy_project, log_path=server_log) as url:
+        status, served = http_json("GET", url + "/openapi.json")
+        assert status == 200, server_log.read_text()
+        props = served["components"]["schemas"]["Input"]["properties"]
+        assert (props["steps"]["minimum"], props["steps"]["maximum"]) == (1, 50)
+        assert served["components"]["schemas"]["aspect_ratio"]["enum"] == ["1:1", "16:9"]
+        assert served == json.loads((toy_project / ".cog/openapi_schema.json").read_text())
+
+        def predict(**values):
+            return http_json("POST", url + "/predictions", {"input": values})
+
+        assert _rejected_field(*predict(prompt="a", steps="four")) == "steps"
+        assert _rejected_field(*predict(prompt="a", strength=1.5)) == "strength"
+        assert _rejected_field(*predict(prompt="a", aspect_ratio="4:3")) == "aspect_ratio"
+        status, body = predict(steps=4)
+        assert _rejected_field(status, body) == "prompt"
+        assert body["detail"][0] == {
+            "loc": ["body", "input", "prompt"],
+            "msg": "Field required",
+            "type": "value_error.missing",
+        }
+
+        status, body = predict(prompt="cat", steps=7, aspect_ratio="16:9", unknown="dropped")
+        assert status == 200, f"{body}\n{server_log.read_text()}"
+        assert body["status"] == "succeeded", body
+        assert len(body["output"]) == 1

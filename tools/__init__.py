@@ -1,0 +1,1 @@
+"""Adapter and tooling layer around cog: schema generation, local server helpers."""
