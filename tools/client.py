@@ -15,7 +15,7 @@ from pathlib import Path
 
 from models.specs import SPECS
 from tools.select import selected_model
-from tools.server import http_json, model_ref, running
+from tools.server import http_json, model_ref, predict, running
 
 _TRUE, _FALSE = {"true", "1", "yes"}, {"false", "0", "no"}
 
@@ -73,25 +73,29 @@ def parse_inputs(pairs: list[str], schema: dict) -> dict:
     return inputs
 
 
-def _write_data_uri(uri: str, dest: Path) -> Path:
+def _write_data_uri(uri: str, dest: Path, *, add_extension: bool) -> Path:
     header, _, payload = uri.partition(",")
-    if not dest.suffix:
+    if add_extension:
         mime = header.removeprefix("data:").split(";")[0]
         ext = {"image/webp": ".webp", "image/jpeg": ".jpg", "image/png": ".png"}.get(mime)
-        dest = dest.with_suffix(ext or mimetypes.guess_extension(mime) or "")
+        dest = dest.with_name(dest.name + (ext or mimetypes.guess_extension(mime) or ""))
     dest.write_bytes(base64.b64decode(payload))
     return dest
 
 
 def write_outputs(output, dest: Path) -> list[Path]:
-    """cog predict's naming: a list becomes <stem>.<i><ext>."""
+    """cog predict's naming: a list becomes <stem>.<i><ext>; no extension given, the
+    file type's is added."""
+    add = not dest.suffix
     if isinstance(output, list):
         return [
-            _write_data_uri(item, dest.with_name(f"{dest.stem}.{i}{dest.suffix}"))
+            _write_data_uri(
+                item, dest.with_name(f"{dest.stem}.{i}{dest.suffix}"), add_extension=add
+            )
             for i, item in enumerate(output)
         ]
     if isinstance(output, str) and output.startswith("data:"):
-        return [_write_data_uri(output, dest)]
+        return [_write_data_uri(output, dest, add_extension=add)]
     print(output)
     return []
 
@@ -109,12 +113,12 @@ def main(argv: list[str] | None = None) -> int:
         _, schema = http_json("GET", f"{url}/openapi.json")
         inputs = parse_inputs(args.input, schema)
         print(f"Running prediction with {sorted(inputs)}", file=sys.stderr)
-        status, body = http_json("POST", f"{url}/predictions", {"input": inputs})
+        status, body = predict(url, inputs)
     if body.get("logs"):
         print(body["logs"].rstrip(), file=sys.stderr)
     if status == 422:
         for detail in body.get("detail", []):
-            field = ".".join(str(p) for p in detail.get("loc", [])[1:])
+            field = detail.get("loc", ["?"])[-1]
             print(f"Invalid input {field}: {detail.get('msg')}", file=sys.stderr)
         return 1
     if body.get("status") != "succeeded":

@@ -48,6 +48,17 @@ def http_json(method: str, url: str, body: dict | None = None, timeout: float = 
             return err.code, {"error": raw.decode(errors="replace")}
 
 
+def predict(base_url: str, inputs: dict, *, busy_wait: float = 60.0, path="/predictions"):
+    """POST a prediction; (status, body). coglet answers 409 while the previous
+    prediction's slot is still being released, so that is retried briefly."""
+    deadline = time.monotonic() + busy_wait
+    while True:
+        status, body = http_json("POST", f"{base_url}{path}", {"input": inputs})
+        if status != 409 or time.monotonic() > deadline:
+            return status, body
+        time.sleep(0.1)
+
+
 def model_ref(model: str, root: Path = REPO) -> tuple[str, dict[str, str]]:
     """Write the schema for `model` and return the predictor ref and its environment."""
     spec = get_spec(model)

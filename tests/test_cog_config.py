@@ -1,0 +1,93 @@
+"""cog.yaml and the predictors' input schemas agree with models/ (specs and tables)."""
+
+from __future__ import annotations
+
+import re
+
+import cog
+import pytest
+import yaml
+
+import predict
+from models.outputs import OUTPUT_FORMATS
+from models.settings import REPO_ROOT
+from models.sizes import ASPECT_RATIOS, MATCH_INPUT, MEGAPIXELS
+from models.specs import SPECS
+from tools.schema import openapi_schema
+from tools.select import cog_sdk_version, render, selected_model
+
+
+@pytest.mark.parametrize("name", sorted(SPECS))
+def test_every_selectable_cog_yaml_points_at_an_existing_predictor(name):
+    config = yaml.safe_load(render(name))
+    build = config["build"]
+    assert build["gpu"] is True
+    assert build["python_version"] in {"3.11", "3.12"}
+    assert (REPO_ROOT / build["python_requirements"]).is_file()
+    assert build["sdk_version"] == cog.__version__ == cog_sdk_version()
+    module, _, cls_name = config["predict"].partition(":")
+    assert module == "predict.py"
+    cls = getattr(predict, cls_name)
+    assert issubclass(cls, cog.BasePredictor) and callable(cls.predict)
+    assert config["environment"] == [f"MODEL_NAME={name}"]
+
+
+def test_checked_in_cog_yaml_is_the_generated_one():
+    assert (REPO_ROOT / "cog.yaml").read_text() == render(selected_model())
+
+
+def test_runtime_packages_are_pinned():
+    for line in (REPO_ROOT / "requirements.txt").read_text().splitlines():
+        line = line.split("#")[0].strip()
+        if line:
+            assert re.fullmatch(r"[A-Za-z0-9_.\-\[\]]+==[\w.+]+", line), line
+
+
+def _inputs(cls) -> tuple[dict, dict]:
+    schema = openapi_schema(cls)
+    components = schema["components"]["schemas"]
+    return components["Input"], components
+
+
+def _enum(components, prop) -> list:
+    return components[prop["allOf"][0]["$ref"].rsplit("/", 1)[-1]]["enum"]
+
+
+PREDICTORS = sorted({spec.predictor for spec in SPECS.values()})
+
+
+@pytest.mark.parametrize("cls_name", PREDICTORS)
+def test_every_input_is_documented(cls_name):
+    schema, _ = _inputs(getattr(predict, cls_name))
+    for name, prop in schema["properties"].items():
+        assert len(prop.get("description", "")) > 20, name
+        if prop.get("type") in {"integer", "number"} and name != "seed":
+            assert "minimum" in prop and "maximum" in prop, name
+
+
+@pytest.mark.parametrize("cls_name", PREDICTORS)
+def test_shared_choices_match_the_model_tables(cls_name):
+    schema, components = _inputs(getattr(predict, cls_name))
+    props = schema["properties"]
+    assert _enum(components, props["output_format"]) == list(OUTPUT_FORMATS)
+    if "aspect_ratio" in props:
+        assert _enum(components, props["aspect_ratio"]) == list(ASPECT_RATIOS)
+        assert _enum(components, props["megapixels"]) == [*MEGAPIXELS, MATCH_INPUT]
+    seed = props["seed"]
+    assert seed["nullable"] and (seed["minimum"], seed["maximum"]) == (0, 2**32 - 1)
+    assert "seed" not in schema["required"] and "prompt" in schema["required"]
+    for name in ("image", "mask"):
+        assert props[name]["format"] == "uri" and props[name]["nullable"]
+
+
+@pytest.mark.parametrize("name", sorted(SPECS))
+def test_step_and_guidance_inputs_follow_the_spec(name):
+    spec = SPECS[name]
+    schema, _ = _inputs(getattr(predict, spec.predictor))
+    steps = schema["properties"]["num_inference_steps"]
+    assert (steps["default"], steps["maximum"]) == (spec.default_steps, spec.max_steps)
+    guidance = schema["properties"].get("guidance") or schema["properties"].get("guidance_scale")
+    if spec.guidance is None:
+        assert guidance is None
+    else:
+        assert (guidance["default"], guidance["maximum"]) == (spec.guidance, spec.max_guidance)
