@@ -1,19 +1,24 @@
-"""Pieces every model family shares: seeds, devices, progress, input images, outputs."""
+"""Pieces every model family shares: seeds, devices, progress, input images, outputs,
+loading weights into pipelines, and the setup-once/predict-many model."""
 
 from __future__ import annotations
 
 import random
+import time
 from pathlib import Path
 
 import torch
 from PIL import Image
 
-from models.errors import InputError
+from models.errors import InputError, WeightsError
 from models.imaging import load_image, load_mask, resize_image
 from models.log import log
 from models.outputs import save_images
+from models.resolver import resolve, resolve_custom
 from models.safety import SafetyChecker, filter_safe
-from models.sizes import size_for_image
+from models.settings import Settings
+from models.sizes import MAX_SIDE, size_for_image
+from models.specs import ModelSpec
 
 MAX_SEED = 2**32 - 1
 
@@ -74,6 +79,7 @@ def load_init_images(
     *,
     multiple: int,
     megapixels: str,
+    max_side: int = MAX_SIDE,
 ) -> tuple[Image.Image | None, Image.Image | None]:
     """Read the optional input image and mask and bring them to a valid output size."""
     if mask is not None and image is None:
@@ -84,7 +90,9 @@ def load_init_images(
     if image is None:
         return None, None
     picture = load_image(image, input_name="image")
-    size = size_for_image(*picture.size, multiple=multiple, megapixels=megapixels)
+    size = size_for_image(
+        *picture.size, multiple=multiple, megapixels=megapixels, max_side=max_side
+    )
     picture = resize_image(picture, size)
     return picture, (load_mask(mask, size, input_name="mask") if mask is not None else None)
 
@@ -101,7 +109,10 @@ def finish(
     checker = None if disable_safety_checker else safety
     if safety is None and not disable_safety_checker:
         log.info("Safety checker is not loaded in this deployment (SAFETY_CHECKER=0).")
+    started = time.perf_counter()
     kept, indices = filter_safe(images, checker)
+    if checker is not None:
+        log.info(f"Safety check took {time.perf_counter() - started:.3f}s")
     return save_images(
         kept, output_format=output_format, output_quality=output_quality, indices=indices
     )
@@ -110,3 +121,85 @@ def finish(
 def load_safety(names: tuple[str, str], device: str, resolve) -> SafetyChecker:
     compvis, falcon = (resolve(name) for name in names)
     return SafetyChecker.load(compvis, falcon, device=device)
+
+
+def main_weights(spec: ModelSpec, settings: Settings) -> tuple[Path, Path | None]:
+    """The variant's main weights, or MODEL_WEIGHTS in their place, and for a single-file
+    checkpoint the diffusers folder whose configs describe it (None: diffusers picks the
+    base model its keys match and reads that model's configs from the Hugging Face hub)."""
+    if not settings.model_weights:
+        return resolve(spec.weights, settings), None
+    path = resolve_custom(settings.model_weights, settings)
+    log.info(f"Using MODEL_WEIGHTS={settings.model_weights} in place of {spec.weights}")
+    if path.is_dir():
+        return path, None
+    try:
+        return path, resolve(spec.weights, settings, download=False)
+    except WeightsError:
+        return path, None
+
+
+def _variant(folder: Path) -> str | None:
+    # Hugging Face fp16 downloads hold only `*.fp16.safetensors`, which diffusers and
+    # transformers load only when asked for that variant by name.
+    return "fp16" if any(folder.glob("*/*.fp16.safetensors")) else None
+
+
+def load_pipeline(cls, weights: Path, *, dtype, device: str, config: Path | None = None, **kw):
+    """A pipeline from a diffusers folder, or from one checkpoint file (fine-tunes are
+    often shared that way) with `config` describing its components."""
+    if weights.is_file():
+        log.info(f"Loading single-file checkpoint {weights.name}")
+        pipe = cls.from_single_file(
+            str(weights), config=str(config) if config else None, dtype=dtype, **kw
+        )
+    else:
+        pipe = cls.from_pretrained(weights, dtype=dtype, variant=_variant(weights), **kw)
+    return pipe.to(device)
+
+
+def derive_pipes(base, classes: dict, *, dtype, **kw) -> dict:
+    """Pipelines of other modes sharing `base`'s components. from_pipe casts the shared
+    components to its `dtype` argument, float32 unless given: passing the base's dtype
+    keeps half-precision weights half-precision on a GPU."""
+    pipes = {mode: cls.from_pipe(base, dtype=dtype, **kw) for mode, cls in classes.items()}
+    for pipe in (base, *pipes.values()):
+        pipe.set_progress_bar_config(disable=True)
+    return pipes
+
+
+class DiffusionModel:
+    """What a predictor does, without Cog: setup once, predict many times.
+
+    A family subclasses it with its `plan` function and `load_engine`; the engine's
+    generate(job) returns PIL images, which are safety-checked and saved here.
+    """
+
+    plan = None  # staticmethod(plan) in a subclass: (spec, inputs) -> job
+
+    def __init__(self, spec: ModelSpec, settings: Settings):
+        started = time.perf_counter()
+        self.spec = spec
+        device = pick_device(settings.device)
+
+        def fetch(name: str) -> Path:
+            return resolve(name, settings)
+
+        weights, config = main_weights(spec, settings)
+        self.engine = self.load_engine(weights, config, device, fetch)
+        self.safety = load_safety(spec.safety, device, fetch) if settings.safety_checker else None
+        log.info(f"Loaded {spec.name} on {device} in {time.perf_counter() - started:.1f}s")
+
+    def load_engine(self, weights: Path, config: Path | None, device: str, fetch):
+        raise NotImplementedError
+
+    def predict(self, inputs) -> list[Path]:
+        job = self.plan(self.spec, inputs)
+        images = self.engine.generate(job)
+        return finish(
+            images,
+            safety=self.safety,
+            disable_safety_checker=inputs.disable_safety_checker,
+            output_format=inputs.output_format,
+            output_quality=inputs.output_quality,
+        )

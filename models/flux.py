@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -12,8 +11,6 @@ from PIL import Image
 from models import common
 from models.errors import InputError
 from models.log import log
-from models.resolver import resolve
-from models.settings import Settings
 from models.sizes import MATCH_INPUT, size_for_aspect_ratio
 from models.specs import ModelSpec
 
@@ -102,17 +99,16 @@ def plan(spec: ModelSpec, inputs: FluxInputs) -> FluxJob:
 class FluxEngine:
     """Loads the weights once; the three modes share every component."""
 
-    def __init__(self, spec: ModelSpec, weights: Path, device: str):
+    def __init__(self, spec: ModelSpec, weights: Path, device: str, *, config: Path | None = None):
         from diffusers import FluxImg2ImgPipeline, FluxInpaintPipeline, FluxPipeline
 
         self.spec, self.device = spec, device
         dtype = common.pick_dtype(spec.dtype, device)
-        base = FluxPipeline.from_pretrained(weights, torch_dtype=dtype).to(device)
-        self.pipes = {"txt2img": base}
-        self.pipes["img2img"] = FluxImg2ImgPipeline.from_pipe(base)
-        self.pipes["inpaint"] = FluxInpaintPipeline.from_pipe(base)
-        for pipe in self.pipes.values():
-            pipe.set_progress_bar_config(disable=True)
+        base = common.load_pipeline(
+            FluxPipeline, weights, dtype=dtype, device=device, config=config
+        )
+        modes = {"img2img": FluxImg2ImgPipeline, "inpaint": FluxInpaintPipeline}
+        self.pipes = {"txt2img": base, **common.derive_pipes(base, modes, dtype=dtype)}
 
     def pipeline_kwargs(self, job: FluxJob) -> dict:
         kwargs = dict(
@@ -140,30 +136,10 @@ class FluxEngine:
         return result.images
 
 
-class FluxModel:
+class FluxModel(common.DiffusionModel):
     """Everything a FLUX predictor does, without Cog: setup once, predict many times."""
 
-    def __init__(self, spec: ModelSpec, settings: Settings):
-        started = time.perf_counter()
-        self.spec = spec
-        device = common.pick_device(settings.device)
+    plan = staticmethod(plan)
 
-        def fetch(name: str) -> Path:
-            return resolve(name, settings)
-
-        self.engine = FluxEngine(spec, fetch(spec.weights), device)
-        self.safety = None
-        if settings.safety_checker:
-            self.safety = common.load_safety(spec.safety, device, fetch)
-        log.info(f"Loaded {spec.name} on {device} in {time.perf_counter() - started:.1f}s")
-
-    def predict(self, inputs: FluxInputs) -> list[Path]:
-        job = plan(self.spec, inputs)
-        images = self.engine.generate(job)
-        return common.finish(
-            images,
-            safety=self.safety,
-            disable_safety_checker=inputs.disable_safety_checker,
-            output_format=inputs.output_format,
-            output_quality=inputs.output_quality,
-        )
+    def load_engine(self, weights: Path, config: Path | None, device: str, fetch) -> FluxEngine:
+        return FluxEngine(self.spec, weights, device, config=config)

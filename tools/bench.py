@@ -1,0 +1,109 @@
+"""`script/bench`: where prediction time goes, printed as JSON (never asserted in tests).
+
+For each variant: weights build/fetch time, server setup time (start to READY),
+end-to-end prediction time through the real Cog server, the bare diffusers
+pipeline call with the same arguments in this process, their ratio (our
+overhead), and the safety check's share of prediction time.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import re
+import statistics
+import sys
+import time
+
+import torch
+
+from models import common
+from models.flux import FluxEngine, FluxInputs, plan
+from models.resolver import resolve
+from models.settings import load_settings
+from models.specs import get_spec
+from tools.server import model_ref, predict, running
+
+
+def _timed(fn, runs: int) -> list[float]:
+    times = []
+    for _ in range(runs):
+        started = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - started)
+    return times
+
+
+def bench_server(model: str, inputs: dict, runs: int) -> dict:
+    ref, env = model_ref(model)
+    started = time.perf_counter()
+    with running(ref, env=env) as url:
+        setup_s = time.perf_counter() - started
+        predict(url, inputs)  # warm-up: first-call allocations, lazy imports
+        bodies = []
+        wall = _timed(lambda: bodies.append(predict(url, inputs)[1]), runs)
+    failed = [b for b in bodies if b.get("status") != "succeeded"]
+    if failed:
+        raise SystemExit(f"Prediction failed: {failed[0].get('error')}")
+    safety = [float(m) for b in bodies for m in re.findall(r"Safety check took ([\d.]+)s", b["logs"])]
+    predict_time = statistics.median(b["metrics"]["predict_time"] for b in bodies)
+    return {
+        "setup_s": round(setup_s, 3),
+        "server_e2e_s": round(statistics.median(wall), 3),
+        "coglet_predict_time_s": round(predict_time, 3),
+        "safety_s": round(statistics.median(safety), 3) if safety else None,
+        "safety_share": round(statistics.median(safety) / predict_time, 3) if safety else None,
+    }
+
+
+def bench_bare(model: str, inputs: dict, runs: int) -> dict:
+    """The diffusers pipeline alone, called with exactly the kwargs our engine passes."""
+    settings = load_settings()
+    spec = get_spec(model)
+    device = common.pick_device(settings.device)
+    engine = FluxEngine(spec, resolve(spec.weights, settings), device)
+    job = plan(spec, FluxInputs(**inputs))
+    pipe = engine.pipes[job.mode]
+
+    def call():
+        with torch.inference_mode():
+            pipe(**engine.pipeline_kwargs(job))
+
+    call()  # warm-up
+    return {
+        "device": device,
+        "size": f"{job.width}x{job.height}",
+        "steps": job.steps,
+        "bare_pipeline_s": round(statistics.median(_timed(call, runs)), 3),
+    }
+
+
+def bench(model: str, *, megapixels: str, steps: int | None, runs: int) -> dict:
+    spec = get_spec(model)
+    inputs = {"prompt": "a cat in a hat", "megapixels": megapixels, "seed": 1}
+    inputs["num_inference_steps"] = steps or spec.default_steps
+    started = time.perf_counter()
+    for entry in spec.weight_entries():
+        resolve(entry, load_settings())
+    result = {"model": model, "runs": runs, "weights_s": round(time.perf_counter() - started, 3)}
+    result |= bench_bare(model, inputs, runs)
+    result |= bench_server(model, inputs, runs)
+    result["overhead_ratio"] = round(result["server_e2e_s"] / result["bare_pipeline_s"], 3)
+    return result
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("models", nargs="*", default=["tiny-flux-schnell", "mid-flux-schnell"])
+    parser.add_argument("--megapixels", default="0.25", choices=["1", "0.25"])
+    parser.add_argument("--steps", type=int, help="default: the variant's default")
+    parser.add_argument("--runs", type=int, default=3)
+    args = parser.parse_args(argv)
+    for model in args.models:
+        print(f"Benchmarking {model}...", file=sys.stderr)
+        result = bench(model, megapixels=args.megapixels, steps=args.steps, runs=args.runs)
+        print(json.dumps(result), flush=True)
+
+
+if __name__ == "__main__":
+    main()
