@@ -45,7 +45,8 @@ def bench_server(model: str, inputs: dict, runs: int) -> dict:
     failed = [b for b in bodies if b.get("status") != "succeeded"]
     if failed:
         raise SystemExit(f"Prediction failed: {failed[0].get('error')}")
-    safety = [float(m) for b in bodies for m in re.findall(r"Safety check took ([\d.]+)s", b["logs"])]
+    pattern = re.compile(r"Safety check took ([\d.]+)s")
+    safety = [float(m) for b in bodies for m in pattern.findall(b["logs"])]
     predict_time = statistics.median(b["metrics"]["predict_time"] for b in bodies)
     return {
         "setup_s": round(setup_s, 3),
