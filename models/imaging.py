@@ -56,7 +56,8 @@ def load_mask(path, size: tuple[int, int], *, input_name: str = "mask") -> Image
     masks drawn in editors are usually white strokes on a transparent background.
     Resized with NEAREST so a binary mask stays binary.
     """
-    mask = _load_rgb(path, input_name, background=_BLACK).convert("L")
+    # Greyscale and 1-bit are a mask's own modes: no conversion worth logging.
+    mask = _load_rgb(path, input_name, background=_BLACK, native=("L", "1")).convert("L")
     size = (int(size[0]), int(size[1]))
     if mask.size != size:
         log.info(
@@ -69,7 +70,7 @@ def load_mask(path, size: tuple[int, int], *, input_name: str = "mask") -> Image
     return mask
 
 
-def _load_rgb(path, input_name: str, background: tuple[int, int, int]) -> Image.Image:
+def _load_rgb(path, input_name: str, background, native: tuple[str, ...] = ()) -> Image.Image:
     path = _check_file(path, input_name)
     # PIL only warns between its own limit and twice that; make the warning an error
     # so that no size of header gets past without a decision.
@@ -98,7 +99,7 @@ def _load_rgb(path, input_name: str, background: tuple[int, int, int]) -> Image.
                 raise _corrupt(input_name, exc) from exc
             if frames > 1:
                 log.info(f"Input {input_name} has {frames} frames: using the first")
-            image = _to_rgb(_upright(opened, input_name), input_name, background)
+            image = _to_rgb(_upright(opened, input_name), input_name, background, native)
             # Detach from the file, which the `with` closes.
             return image.copy() if image is opened else image
 
@@ -140,7 +141,7 @@ def _upright(image: Image.Image, input_name: str) -> Image.Image:
     return image
 
 
-def _to_rgb(image: Image.Image, input_name: str, background: tuple[int, int, int]) -> Image.Image:
+def _to_rgb(image: Image.Image, input_name: str, background, native) -> Image.Image:
     mode = image.mode
     prefix = f"Input {input_name} mode {mode}"
     if mode == "RGB":
@@ -161,7 +162,8 @@ def _to_rgb(image: Image.Image, input_name: str, background: tuple[int, int, int
             "P": "palette colours converted to RGB",
             "CMYK": "CMYK converted to RGB",
         }
-        log.info(f"{prefix}: {described.get(mode, 'converted to RGB')}")
+        if mode not in native:
+            log.info(f"{prefix}: {described.get(mode, 'converted to RGB')}")
         return image.convert("RGB")
     except (ValueError, OSError) as exc:
         raise InputError(

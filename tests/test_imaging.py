@@ -301,3 +301,13 @@ def test_no_file_handles_left_open(tmp_path):
     for _ in range(5):
         load_image(path)
     assert len(os.listdir("/proc/self/fd")) == before
+
+
+def test_greyscale_mask_is_not_reported_as_converted(tmp_path, logs):
+    path = tmp_path / "mask.png"
+    Image.new("L", (32, 32), 255).save(path)
+    load_mask(path, (32, 32))
+    assert not [m for m in logs.messages if "converted" in m]
+    Image.new("RGB", (32, 32), (255, 255, 255)).convert("P").save(path)
+    load_mask(path, (32, 32))
+    assert any("palette colours converted" in m for m in logs.messages)
