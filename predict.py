@@ -12,6 +12,7 @@ from typing import Optional
 from cog import BasePredictor, Input, Path
 
 from models.flux import FluxInputs, FluxModel
+from models.sdxl import SDXLInputs, SDXLModel
 from models.settings import load_settings
 from models.specs import get_spec
 
@@ -24,6 +25,15 @@ class Inputs:
             "PNG, JPEG or WebP up to 64 megapixels. It is rotated by its EXIF tag, transparent "
             "areas become white, and it is scaled down to fit 1440x1440 and rounded to a multiple "
             "of 16; the output has that size (see megapixels). aspect_ratio is ignored."
+        ),
+        default=None,
+    )
+    image_sdxl = Input(
+        description=(
+            "Optional input image for image-to-image, or for inpainting together with `mask`. "
+            "PNG, JPEG or WebP up to 64 megapixels. It is rotated by its EXIF tag, transparent "
+            "areas become white, and it is scaled down to fit 2048x2048 and rounded to a multiple "
+            "of 8; the output has that size, and width and height are ignored."
         ),
         default=None,
     )
@@ -107,7 +117,8 @@ def _configure_logging() -> None:
     logger.setLevel(logging.INFO)
 
 
-def _load_flux(predictor: str, default_model: str) -> FluxModel:
+def _load(model_cls, predictor: str, default_model: str):
+    """Set up the variant MODEL_NAME names (default_model if unset) with model_cls."""
     _configure_logging()
     settings = load_settings()
     spec = get_spec(settings.model or default_model)
@@ -116,25 +127,33 @@ def _load_flux(predictor: str, default_model: str) -> FluxModel:
             f"MODEL_NAME={spec.name} is served by {spec.predictor}, not {predictor}. "
             f"Run `script/select {spec.name}` to point cog.yaml at the right class."
         )
-    return FluxModel(spec, settings)
+    return model_cls(spec, settings)
 
 
 # JSON Schema counts 4.0 as an integer, and coglet passes it on unconverted.
-_INTEGER_INPUTS = ("num_outputs", "num_inference_steps", "seed", "output_quality")
+_INTEGER_INPUTS = (
+    "num_outputs",
+    "num_inference_steps",
+    "seed",
+    "output_quality",
+    "width",
+    "height",
+    "refine_steps",
+)
 
 
-def _flux_inputs(arguments: dict) -> FluxInputs:
-    """predict()'s arguments (from locals()) as plain values."""
+def _inputs(inputs_cls, arguments: dict):
+    """predict()'s arguments (from locals()) as plain values of inputs_cls."""
     values = {k: v for k, v in arguments.items() if k != "self"}
     for name in _INTEGER_INPUTS:
         if values.get(name) is not None:
             values[name] = int(values[name])
-    return FluxInputs(**values)
+    return inputs_cls(**values)
 
 
 class FluxSchnellPredictor(BasePredictor):
     def setup(self) -> None:
-        self.model = _load_flux("FluxSchnellPredictor", "flux-schnell")
+        self.model = _load(FluxModel, "FluxSchnellPredictor", "flux-schnell")
 
     def predict(
         self,
@@ -157,12 +176,12 @@ class FluxSchnellPredictor(BasePredictor):
         disable_safety_checker: bool = Inputs.disable_safety_checker,
         go_fast: bool = Inputs.go_fast,
     ) -> list[Path]:
-        return self.model.predict(_flux_inputs(locals()))
+        return self.model.predict(_inputs(FluxInputs, locals()))
 
 
 class FluxDevPredictor(BasePredictor):
     def setup(self) -> None:
-        self.model = _load_flux("FluxDevPredictor", "flux-dev")
+        self.model = _load(FluxModel, "FluxDevPredictor", "flux-dev")
 
     def predict(
         self,
@@ -194,4 +213,111 @@ class FluxDevPredictor(BasePredictor):
         disable_safety_checker: bool = Inputs.disable_safety_checker,
         go_fast: bool = Inputs.go_fast,
     ) -> list[Path]:
-        return self.model.predict(_flux_inputs(locals()))
+        return self.model.predict(_inputs(FluxInputs, locals()))
+
+
+class SDXLPredictor(BasePredictor):
+    def setup(self) -> None:
+        self.model = _load(SDXLModel, "SDXLPredictor", "sdxl")
+
+    def predict(
+        self,
+        prompt: str = Inputs.prompt,
+        negative_prompt: str = Input(
+            description=(
+                "What the image should not show, e.g. 'blurry, text, extra fingers'. Leave empty "
+                "for none. Has no effect when guidance_scale is 1 or less."
+            ),
+            default="",
+        ),
+        image: Optional[Path] = Inputs.image_sdxl,
+        mask: Optional[Path] = Inputs.mask,
+        width: int = Input(
+            description=(
+                "Width of the output in pixels, 256-2048, rounded to a multiple of 8. SDXL works "
+                "best near 1024x1024 in total pixels. Ignored when an input image is given."
+            ),
+            ge=256,
+            le=2048,
+            default=1024,
+        ),
+        height: int = Input(
+            description=(
+                "Height of the output in pixels, 256-2048, rounded to a multiple of 8. Ignored "
+                "when an input image is given."
+            ),
+            ge=256,
+            le=2048,
+            default=1024,
+        ),
+        num_outputs: int = Inputs.num_outputs,
+        scheduler: str = Input(
+            description=(
+                "The sampler that turns noise into an image. K_EULER is a good default; "
+                "DPMSolverMultistep and KarrasDPM give good results in fewer steps (20-25); "
+                "K_EULER_ANCESTRAL adds variety; HeunDiscrete is slower (2 model calls a step)."
+            ),
+            choices=[
+                "DDIM",
+                "DPMSolverMultistep",
+                "HeunDiscrete",
+                "KarrasDPM",
+                "K_EULER_ANCESTRAL",
+                "K_EULER",
+                "PNDM",
+            ],
+            default="K_EULER",
+        ),
+        num_inference_steps: int = Input(
+            description="Denoising steps, 1-100. 30 is the default; 20-50 is the useful range.",
+            ge=1,
+            le=100,
+            default=30,
+        ),
+        guidance_scale: float = Input(
+            description=(
+                "How closely to follow the prompt, 0-20. 5-9 is typical; higher values follow it "
+                "more literally with harsher colours. 1 or less turns guidance off (faster)."
+            ),
+            ge=0,
+            le=20,
+            default=7.5,
+        ),
+        prompt_strength: float = Inputs.prompt_strength,
+        seed: Optional[int] = Inputs.seed,
+        refine: str = Input(
+            description=(
+                "Second pass with the SDXL refiner model for finer detail. "
+                "expert_ensemble_refiner: the base model runs the first high_noise_frac of the "
+                "steps and the refiner finishes them (about as fast as no refiner). "
+                "base_image_refiner: the refiner reworks the finished image lightly "
+                "(see refine_steps)."
+            ),
+            choices=["no_refiner", "expert_ensemble_refiner", "base_image_refiner"],
+            default="no_refiner",
+        ),
+        high_noise_frac: float = Input(
+            description=(
+                "For expert_ensemble_refiner: the share of the denoising the base model does "
+                "before the refiner takes over, between 0 and 1 (0.8: base 80%, refiner 20%)."
+            ),
+            ge=0,
+            le=1,
+            default=0.8,
+        ),
+        refine_steps: Optional[int] = Input(
+            description=(
+                "For base_image_refiner: the refiner's num_inference_steps, 1-100. It runs 30% of "
+                "them, rounded down, so use 4 or more. Empty uses num_inference_steps. Ignored by "
+                "the other refine options: expert_ensemble_refiner splits num_inference_steps at "
+                "high_noise_frac."
+            ),
+            ge=1,
+            le=100,
+            default=None,
+        ),
+        output_format: str = Inputs.output_format,
+        output_quality: int = Inputs.output_quality,
+        disable_safety_checker: bool = Inputs.disable_safety_checker,
+    ) -> list[Path]:
+        return self.model.predict(_inputs(SDXLInputs, locals()))

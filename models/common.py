@@ -29,6 +29,18 @@ def check_range(name: str, value: float, low: float, high: float) -> None:
         raise InputError(f"{name}={value} is out of range: use a value from {low} to {high}.")
 
 
+def check_choice(name: str, value: str, choices) -> None:
+    if value not in choices:
+        listed = ", ".join(f'"{choice}"' for choice in choices)
+        raise InputError(f"{name} {value!r} is not supported. Choose one of: {listed}.")
+
+
+def mode_of(image, mask) -> str:
+    if image is None:
+        return "txt2img"
+    return "inpaint" if mask is not None else "img2img"
+
+
 def resolve_seed(seed: int | None) -> int:
     if seed is None:
         seed = random.SystemRandom().randint(0, MAX_SEED)

@@ -52,9 +52,7 @@ class FluxJob:
 
     @property
     def mode(self) -> str:
-        if self.image is None:
-            return "txt2img"
-        return "inpaint" if self.mask is not None else "img2img"
+        return common.mode_of(self.image, self.mask)
 
 
 def plan(spec: ModelSpec, inputs: FluxInputs) -> FluxJob:

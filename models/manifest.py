@@ -40,7 +40,10 @@ class WeightsEntry:
     notes: str = field(default="", compare=False)
 
 
-_DIFFUSERS_FILES = ("*.json", "*.txt", "*.model", "**/*.safetensors", "**/*.json", "**/*.txt")
+DIFFUSERS_FILES = ("*.json", "*.txt", "*.model", "**/*.safetensors", "**/*.json", "**/*.txt")
+# Half the download of the full-precision files; common.load_pipeline asks for the fp16
+# variant when a folder holds it.
+_SDXL_FP16 = ("*.json", "**/*.json", "**/*.txt", "**/*.fp16.safetensors")
 
 MANIFEST: dict[str, WeightsEntry] = {
     e.name: e
@@ -49,7 +52,7 @@ MANIFEST: dict[str, WeightsEntry] = {
             "flux-schnell",
             sources=(
                 Source(url=f"{_CDN}/black-forest-labs/FLUX.1-schnell/slim.tar"),
-                Source(hf_repo="black-forest-labs/FLUX.1-schnell", allow_patterns=_DIFFUSERS_FILES),
+                Source(hf_repo="black-forest-labs/FLUX.1-schnell", allow_patterns=DIFFUSERS_FILES),
             ),
             licence="Apache-2.0",
         ),
@@ -57,10 +60,33 @@ MANIFEST: dict[str, WeightsEntry] = {
             "flux-dev",
             sources=(
                 Source(url=f"{_CDN}/black-forest-labs/FLUX.1-dev/files.tar"),
-                Source(hf_repo="black-forest-labs/FLUX.1-dev", allow_patterns=_DIFFUSERS_FILES),
+                Source(hf_repo="black-forest-labs/FLUX.1-dev", allow_patterns=DIFFUSERS_FILES),
             ),
             gated=True,
             licence="FLUX.1 [dev] Non-Commercial License",
+        ),
+        WeightsEntry(
+            "sdxl",
+            sources=(
+                # Base 1.0 as cog-sdxl ships it.
+                Source(url=f"{_CDN}/sdxl/sdxl-vae-upcast-fix.tar"),
+                Source(
+                    hf_repo="stabilityai/stable-diffusion-xl-base-1.0", allow_patterns=_SDXL_FP16
+                ),
+            ),
+            licence="CreativeML Open RAIL++-M",
+        ),
+        WeightsEntry(
+            "sdxl-refiner",
+            sources=(
+                # No VAE and no text encoder: the engine passes the base's to the refiner.
+                Source(url=f"{_CDN}/sdxl/refiner-no-vae-no-encoder-1.0.tar"),
+                Source(
+                    hf_repo="stabilityai/stable-diffusion-xl-refiner-1.0",
+                    allow_patterns=("*.json", "**/*.json", "**/*.txt", "unet/*.fp16.safetensors"),
+                ),
+            ),
+            licence="CreativeML Open RAIL++-M",
         ),
         WeightsEntry(
             "safety-checker",
@@ -87,6 +113,8 @@ MANIFEST: dict[str, WeightsEntry] = {
         WeightsEntry("tiny-flux-schnell", build="tiny-flux"),
         WeightsEntry("tiny-flux-dev", build="tiny-flux-guidance"),
         WeightsEntry("mid-flux-schnell", build="mid-flux"),
+        WeightsEntry("tiny-sdxl", build="tiny-sdxl"),
+        WeightsEntry("tiny-sdxl-refiner", build="tiny-sdxl-refiner"),
         # Tiny checkers that flag nothing: tests build stricter ones themselves.
         WeightsEntry("tiny-safety-checker", build="tiny-compvis"),
         WeightsEntry("tiny-falcon-nsfw", build="tiny-falcon"),

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import re
 import shutil
 import tempfile
 import time
@@ -16,7 +17,7 @@ from pathlib import Path
 
 from models.errors import WeightsError
 from models.log import log
-from models.manifest import Source, WeightsEntry, get_entry
+from models.manifest import DIFFUSERS_FILES, Source, WeightsEntry, get_entry
 from models.settings import Settings, load_settings
 
 _BUILD_STAMP = ".build-version"
@@ -105,7 +106,31 @@ def _missing_message(entry: WeightsEntry, target: Path, failures: list[str]) -> 
 def resolve(name: str, settings: Settings | None = None, *, download: bool = True) -> Path:
     """Return the local folder for manifest entry `name`, fetching or building it if needed."""
     settings = settings or load_settings()
-    entry = get_entry(name)
+    return _resolve_entry(get_entry(name), settings, download)
+
+
+_HF_REPO_ID = re.compile(r"^[\w.-]+/[\w.-]+$")
+
+
+def resolve_custom(value: str, settings: Settings) -> Path:
+    """A user's own weights (MODEL_WEIGHTS): an existing file or folder as it is, or a
+    Hugging Face repo id, downloaded once into weights/<owner>--<name> like any entry."""
+    path = Path(value).expanduser()
+    if path.exists():
+        return path
+    if not _HF_REPO_ID.match(value):
+        raise WeightsError(
+            f"MODEL_WEIGHTS={value!r} is neither an existing file or folder nor a Hugging "
+            "Face repo id (owner/name). Point it at a diffusers folder, a .safetensors "
+            "checkpoint, or a repo in diffusers layout."
+        )
+    source = Source(hf_repo=value, allow_patterns=DIFFUSERS_FILES)
+    entry = WeightsEntry(value.replace("/", "--"), sources=(source,))
+    return _resolve_entry(entry, settings, download=True)
+
+
+def _resolve_entry(entry: WeightsEntry, settings: Settings, download: bool) -> Path:
+    name = entry.name
     target = settings.weights_dir / name
     if entry.build:
         return _build(entry, target)

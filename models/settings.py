@@ -25,6 +25,9 @@ class Settings:
     safety_checker: bool
     # "auto" picks cuda when available, else cpu.
     device: str
+    # Replaces the variant's main weights (e.g. an SDXL fine-tune): a local diffusers
+    # folder, a single .safetensors checkpoint, or a Hugging Face repo id (owner/name).
+    model_weights: str | None = None
 
 
 def _flag(value: str | None, default: bool) -> bool:
@@ -41,4 +44,5 @@ def load_settings() -> Settings:
         hf_token=env.get("HF_TOKEN") or env.get("HUGGING_FACE_HUB_TOKEN") or None,
         safety_checker=_flag(env.get("SAFETY_CHECKER"), default=True),
         device=env.get("DEVICE", "auto"),
+        model_weights=env.get("MODEL_WEIGHTS") or None,
     )

@@ -32,6 +32,8 @@ class ModelSpec:
     dtype: str
     # Manifest entry of an optional refiner (SDXL).
     refiner: str | None = None
+    # Default of the `scheduler` input; None: the model has no scheduler choice (FLUX).
+    scheduler: str | None = None
     # Manifest entries of the two safety checkers: CompVis, then Falcons.ai ViT.
     safety: tuple[str, str] = ("safety-checker", "falcon-nsfw")
     description: str = ""
@@ -44,6 +46,22 @@ class ModelSpec:
 
 def _flux(name: str, **kw) -> ModelSpec:
     defaults = dict(family="flux", max_guidance=10.0, size_multiple=16, dtype="bfloat16")
+    return ModelSpec(name=name, **{**defaults, **kw})
+
+
+def _sdxl(name: str, **kw) -> ModelSpec:
+    defaults = dict(
+        family="sdxl",
+        predictor="SDXLPredictor",
+        default_steps=30,
+        max_steps=100,
+        guidance=7.5,
+        max_guidance=20.0,
+        max_sequence_length=77,  # CLIP's window; SDXL has no T5
+        size_multiple=8,  # the VAE's factor; the UNet needs no more
+        dtype="float16",
+        scheduler="K_EULER",
+    )
     return ModelSpec(name=name, **{**defaults, **kw})
 
 
@@ -96,6 +114,20 @@ SPECS: dict[str, ModelSpec] = {
             weights="mid-flux-schnell",
             description="Random FLUX with real layer widths (3072) but 2 blocks, for benchmarks.",
             **{**_SCHNELL, "safety": _TINY_SAFETY},
+        ),
+        _sdxl(
+            "sdxl",
+            weights="sdxl",
+            refiner="sdxl-refiner",
+            description="SDXL 1.0 with its refiner: text-to-image, img2img, inpainting.",
+        ),
+        _sdxl(
+            "tiny-sdxl",
+            weights="tiny-sdxl",
+            refiner="tiny-sdxl-refiner",
+            dtype="float32",
+            safety=_TINY_SAFETY,
+            description="Random tiny SDXL and refiner with SDXL's inputs, for offline tests.",
         ),
     )
 }

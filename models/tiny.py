@@ -7,6 +7,7 @@ build is reproducible; tokenizers are built from an in-memory vocabulary.
 
 from __future__ import annotations
 
+import shutil
 import string
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -157,11 +158,122 @@ def build_flux(dest: Path, dims: FluxDims, *, guidance: bool, seed: int = 0) -> 
     return dest
 
 
+def sdxl_scheduler():
+    from diffusers import EulerDiscreteScheduler
+
+    # stabilityai/stable-diffusion-xl-base-1.0's scheduler config.
+    return EulerDiscreteScheduler(
+        beta_schedule="scaled_linear",
+        beta_start=0.00085,
+        beta_end=0.012,
+        steps_offset=1,
+        timestep_spacing="leading",
+    )
+
+
+def sdxl_unet(*, cross_attention_dim: int, pooled_dim: int, time_ids: int):
+    from diffusers import UNet2DConditionModel
+
+    # SDXL's conditioning ("text_time": pooled text + embedded size/crop ids; the
+    # refiner has 5 ids instead of 6, the aesthetic score replacing the target size)
+    # and linear-projection transformers, with 2 levels of tiny widths instead of 3.
+    time_embed_dim = 8
+    return UNet2DConditionModel(
+        sample_size=32,
+        layers_per_block=1,
+        block_out_channels=(16, 32),
+        norm_num_groups=8,
+        down_block_types=("DownBlock2D", "CrossAttnDownBlock2D"),
+        up_block_types=("CrossAttnUpBlock2D", "UpBlock2D"),
+        attention_head_dim=(2, 4),
+        transformer_layers_per_block=(1, 2),
+        use_linear_projection=True,
+        addition_embed_type="text_time",
+        addition_time_embed_dim=time_embed_dim,
+        projection_class_embeddings_input_dim=time_ids * time_embed_dim + pooled_dim,
+        cross_attention_dim=cross_attention_dim,
+    )
+
+
+def sdxl_vae():
+    from diffusers import AutoencoderKL
+
+    # 4 levels = 8x and 4 latent channels, like SDXL's VAE. The scaling factor brings
+    # this encoder's latents (std ~0.25) to about unit variance, the job SDXL's 0.13025
+    # does for its own, so image latents and the sampler's noise have comparable sizes.
+    vae = AutoencoderKL(
+        block_out_channels=(8, 8, 8, 8),
+        down_block_types=["DownEncoderBlock2D"] * 4,
+        up_block_types=["UpDecoderBlock2D"] * 4,
+        latent_channels=4,
+        layers_per_block=1,
+        norm_num_groups=4,
+        scaling_factor=4.0,
+        sample_size=256,
+    )
+    # A trained VAE's posterior is nearly deterministic; a random one's has a standard
+    # deviation near 1, which would bury the input image of img2img/inpainting in noise.
+    with torch.no_grad():  # quant_conv's second half of channels is the log-variance
+        vae.quant_conv.weight[4:].zero_()
+        vae.quant_conv.bias[4:].fill_(-20.0)
+    return vae
+
+
+def build_sdxl(dest: Path, *, seed: int = 0) -> Path:
+    """Write a diffusers SDXL base folder: two CLIP encoders, UNet, VAE, Euler scheduler."""
+    from diffusers import StableDiffusionXLPipeline
+
+    torch.manual_seed(seed)
+    tokenizer = clip_tokenizer()
+    text_encoder = clip_text_model(len(tokenizer), hidden=32)
+    text_encoder_2 = clip_text_model(len(tokenizer), hidden=32, with_projection=True)
+    unet = sdxl_unet(cross_attention_dim=64, pooled_dim=32, time_ids=6)
+    pipe = StableDiffusionXLPipeline(
+        vae=sdxl_vae(),
+        text_encoder=text_encoder,
+        text_encoder_2=text_encoder_2,
+        tokenizer=tokenizer,
+        tokenizer_2=clip_tokenizer(),
+        unet=unet,
+        scheduler=sdxl_scheduler(),
+        add_watermarker=False,
+    )
+    pipe.save_pretrained(dest)
+    return dest
+
+
+def build_sdxl_refiner(dest: Path, *, seed: int = 1) -> Path:
+    """Write an SDXL refiner folder without vae/ and text_encoder_2/ weights, like
+    Replicate's refiner tar: they are shared with the base at load time."""
+    from diffusers import StableDiffusionXLImg2ImgPipeline
+
+    torch.manual_seed(seed)
+    tokenizer = clip_tokenizer()
+    pipe = StableDiffusionXLImg2ImgPipeline(
+        vae=sdxl_vae(),
+        text_encoder=None,
+        text_encoder_2=clip_text_model(len(tokenizer), hidden=32, with_projection=True),
+        tokenizer=None,
+        tokenizer_2=tokenizer,
+        unet=sdxl_unet(cross_attention_dim=32, pooled_dim=32, time_ids=5),
+        scheduler=sdxl_scheduler(),
+        requires_aesthetics_score=True,
+        force_zeros_for_empty_prompt=False,
+        add_watermarker=False,
+    )
+    pipe.save_pretrained(dest)
+    for shared in ("vae", "text_encoder_2"):
+        shutil.rmtree(Path(dest) / shared)
+    return dest
+
+
 # name in models/manifest.py `build=` -> function(dest) writing the folder.
 BUILDERS: dict[str, Callable[[Path], Path]] = {
     "tiny-flux": lambda d: build_flux(d, TINY_FLUX, guidance=False),
     "tiny-flux-guidance": lambda d: build_flux(d, TINY_FLUX, guidance=True),
     "mid-flux": lambda d: build_flux(d, MID_FLUX, guidance=False),
+    "tiny-sdxl": build_sdxl,
+    "tiny-sdxl-refiner": build_sdxl_refiner,
     "tiny-compvis": lambda d: build_tiny_compvis(d, flag_all=False),
     "tiny-falcon": lambda d: build_tiny_falcon(d, verdict="normal"),
 }

@@ -54,9 +54,7 @@ def _dead_url() -> str:
         return f"http://127.0.0.1:{s.getsockname()[1]}/weights.tar"
 
 
-def test_build_entry_is_built_once_and_rebuilt_when_stale(
-    entries, weights_settings, monkeypatch
-):
+def test_build_entry_is_built_once_and_rebuilt_when_stale(entries, weights_settings, monkeypatch):
     calls = []
 
     def fake_builder(dest):

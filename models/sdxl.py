@@ -1,0 +1,177 @@
+"""SDXL text-to-image, image-to-image and inpainting, optionally refined: the inputs,
+their validation, and the model a predictor serves (the engine is models/sdxl_engine.py).
+
+No apply_watermark input: diffusers' SDXL watermark needs the `invisible-watermark`
+package, which requires the full `opencv-python` by name (the headless build does not
+satisfy it). That wheel links libGL and glib, which the Cog image has only if cog.yaml
+installs them as system packages (cog-sdxl's does), and it adds about 190 MB of OpenCV,
+Qt and ffmpeg for a DWT watermark. It installs and works on a machine that has libGL;
+rather than a switch that fails or silently does nothing in our image, there is none.
+The pipelines are built with add_watermarker=False, so installing the package later
+changes no output silently.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from pathlib import Path
+
+from PIL import Image
+
+from models import common
+from models.errors import InputError
+from models.log import log
+from models.sdxl_engine import REFINER_STRENGTH, SCHEDULERS, SDXLEngine
+from models.sizes import MATCH_INPUT, round_to_multiple
+from models.specs import ModelSpec
+
+REFINE_MODES = ("no_refiner", "expert_ensemble_refiner", "base_image_refiner")
+MIN_SIDE, MAX_SIDE = 256, 2048
+
+
+@dataclass(frozen=True)
+class SDXLInputs:
+    """What a user sent, as plain values (the Cog adapter fills this in)."""
+
+    prompt: str
+    negative_prompt: str = ""
+    image: Path | None = None
+    mask: Path | None = None
+    width: int = 1024
+    height: int = 1024
+    num_outputs: int = 1
+    scheduler: str | None = None
+    num_inference_steps: int | None = None
+    guidance_scale: float | None = None
+    prompt_strength: float = 0.8
+    seed: int | None = None
+    refine: str = "no_refiner"
+    high_noise_frac: float = 0.8
+    refine_steps: int | None = None
+    output_format: str = "webp"
+    output_quality: int = 80
+    disable_safety_checker: bool = False
+
+
+@dataclass(frozen=True)
+class SDXLJob:
+    """A fully decided generation: sizes, steps, scheduler and seed are final."""
+
+    prompt: str
+    negative_prompt: str | None
+    width: int
+    height: int
+    num_outputs: int
+    steps: int
+    guidance: float
+    seed: int
+    scheduler: str
+    refine: str = "no_refiner"
+    high_noise_frac: float = 0.8
+    # The refiner's num_inference_steps for base_image_refiner; None otherwise.
+    refine_steps: int | None = None
+    image: Image.Image | None = None
+    mask: Image.Image | None = None
+    strength: float = 1.0
+
+    @property
+    def mode(self) -> str:
+        return common.mode_of(self.image, self.mask)
+
+
+def _refine_steps(inputs: SDXLInputs, steps: int, max_steps: int) -> int | None:
+    if inputs.refine_steps is not None:
+        common.check_range("refine_steps", inputs.refine_steps, 1, max_steps)
+        if inputs.refine != "base_image_refiner":
+            # As in cog-sdxl: the ensemble splits num_inference_steps at high_noise_frac.
+            log.info(f"refine_steps is ignored with refine={inputs.refine}")
+    if inputs.refine != "base_image_refiner":
+        return None
+    refine_steps = inputs.refine_steps or steps
+    if int(refine_steps * REFINER_STRENGTH) < 1:
+        raise InputError(
+            f"refine_steps={refine_steps} leaves the refiner no step: base_image_refiner runs "
+            f"{REFINER_STRENGTH} x refine_steps steps (refine_steps defaults to "
+            f"num_inference_steps). Use refine_steps of {math.ceil(1 / REFINER_STRENGTH)} or more."
+        )
+    return refine_steps
+
+
+def _check_ensemble(inputs: SDXLInputs, has_image: bool) -> None:
+    common.check_range("high_noise_frac", inputs.high_noise_frac, 0.0, 1.0)
+    if inputs.refine != "expert_ensemble_refiner":
+        return
+    if not 0 < inputs.high_noise_frac < 1:
+        raise InputError(
+            f"high_noise_frac={inputs.high_noise_frac} leaves one of the two models no steps: "
+            "with expert_ensemble_refiner it is the share the base runs before the refiner "
+            "takes over. Use a value between 0 and 1, e.g. 0.8."
+        )
+    if has_image and inputs.prompt_strength <= 1 - inputs.high_noise_frac:
+        raise InputError(
+            f"prompt_strength={inputs.prompt_strength} starts below the refiner's share "
+            f"(1 - high_noise_frac = {1 - inputs.high_noise_frac:.2g}), so the base model would "
+            "run no step. Raise prompt_strength or high_noise_frac, or use base_image_refiner."
+        )
+
+
+def plan(spec: ModelSpec, inputs: SDXLInputs) -> SDXLJob:
+    """Validate inputs and decide everything the pipelines need."""
+    common.check_range("num_outputs", inputs.num_outputs, 1, 4)
+    steps = inputs.num_inference_steps or spec.default_steps
+    common.check_range("num_inference_steps", steps, 1, spec.max_steps)
+    guidance = spec.guidance if inputs.guidance_scale is None else inputs.guidance_scale
+    common.check_range("guidance_scale", guidance, 0.0, spec.max_guidance)
+    scheduler = inputs.scheduler or spec.scheduler
+    common.check_choice("scheduler", scheduler, SCHEDULERS)
+    common.check_choice("refine", inputs.refine, REFINE_MODES)
+    refine_steps = _refine_steps(inputs, steps, spec.max_steps)
+    _check_ensemble(inputs, has_image=inputs.image is not None)
+    image, mask = common.load_init_images(
+        inputs.image,
+        inputs.mask,
+        multiple=spec.size_multiple,
+        megapixels=MATCH_INPUT,
+        max_side=MAX_SIDE,
+    )
+    if image is None:
+        common.check_range("width", inputs.width, MIN_SIDE, MAX_SIDE)
+        common.check_range("height", inputs.height, MIN_SIDE, MAX_SIDE)
+        width, height = round_to_multiple(inputs.width, inputs.height, spec.size_multiple)
+    else:
+        width, height = image.size
+        log.info(
+            f"Output size {width}x{height} follows the input image; width and height are ignored."
+        )
+        common.check_strength(inputs.prompt_strength, steps)
+    return SDXLJob(
+        prompt=inputs.prompt,
+        # None rather than "": SDXL's config asks for zeroed negative embeddings when there
+        # is no negative prompt (force_zeros_for_empty_prompt); the pipeline does that
+        # only for None, and would encode "" as text.
+        negative_prompt=inputs.negative_prompt or None,
+        width=width,
+        height=height,
+        num_outputs=inputs.num_outputs,
+        steps=steps,
+        guidance=guidance,
+        seed=common.resolve_seed(inputs.seed),
+        scheduler=scheduler,
+        refine=inputs.refine,
+        high_noise_frac=inputs.high_noise_frac,
+        refine_steps=refine_steps,
+        image=image,
+        mask=mask,
+        strength=inputs.prompt_strength if image is not None else 1.0,
+    )
+
+
+class SDXLModel(common.DiffusionModel):
+    """Everything the SDXL predictor does, without Cog: setup once, predict many times."""
+
+    plan = staticmethod(plan)
+
+    def load_engine(self, weights: Path, config: Path | None, device: str, fetch) -> SDXLEngine:
+        refiner = fetch(self.spec.refiner) if self.spec.refiner else None
+        return SDXLEngine(self.spec, weights, device, refiner=refiner, config=config)

@@ -1,0 +1,162 @@
+"""The diffusers side of SDXL: loading base and refiner once, and running one job.
+
+The three base modes share the base's components; the refiner loads only its own UNet
+and borrows the base's VAE and second text encoder (Replicate's refiner tar has neither).
+"""
+
+from __future__ import annotations
+
+from contextlib import contextmanager
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import torch
+from PIL import Image
+
+from models import common
+from models.errors import InputError
+from models.log import log
+from models.specs import ModelSpec
+
+if TYPE_CHECKING:
+    from models.sdxl import SDXLJob
+
+# Input name -> diffusers scheduler class and overrides of the weights' scheduler config.
+SCHEDULERS: dict[str, tuple[str, dict]] = {
+    "DDIM": ("DDIMScheduler", {}),
+    "DPMSolverMultistep": ("DPMSolverMultistepScheduler", {}),
+    "HeunDiscrete": ("HeunDiscreteScheduler", {}),
+    "KarrasDPM": ("DPMSolverMultistepScheduler", {"use_karras_sigmas": True}),
+    "K_EULER_ANCESTRAL": ("EulerAncestralDiscreteScheduler", {}),
+    "K_EULER": ("EulerDiscreteScheduler", {}),
+    "PNDM": ("PNDMScheduler", {}),
+}
+# base_image_refiner re-noises the base's output this much and runs that share of
+# refine_steps (diffusers' img2img default, which cog-sdxl uses too).
+REFINER_STRENGTH = 0.3
+# Never watermark, whatever is installed (see models/sdxl.py on apply_watermark).
+_NO_WATERMARK = dict(add_watermarker=False)
+
+
+def make_scheduler(name: str, config):
+    import diffusers
+
+    class_name, overrides = SCHEDULERS[name]
+    return getattr(diffusers, class_name).from_config(config, **overrides)
+
+
+class SDXLEngine:
+    """Loads the weights once: three base modes and two refiner modes share components."""
+
+    def __init__(
+        self,
+        spec: ModelSpec,
+        weights: Path,
+        device: str,
+        *,
+        refiner: Path | None = None,
+        config: Path | None = None,
+    ):
+        from diffusers import (
+            StableDiffusionXLImg2ImgPipeline,
+            StableDiffusionXLInpaintPipeline,
+            StableDiffusionXLPipeline,
+        )
+
+        self.spec, self.device = spec, device
+        dtype = common.pick_dtype(spec.dtype, device)
+        load = dict(dtype=dtype, device=device, **_NO_WATERMARK)
+        base = common.load_pipeline(StableDiffusionXLPipeline, weights, config=config, **load)
+        modes = {
+            "img2img": StableDiffusionXLImg2ImgPipeline,
+            "inpaint": StableDiffusionXLInpaintPipeline,
+        }
+        derive = dict(dtype=dtype, **_NO_WATERMARK)
+        self.pipes = {"txt2img": base, **common.derive_pipes(base, modes, **derive)}
+        self.refiners = {}
+        if refiner is not None:
+            first = common.load_pipeline(
+                StableDiffusionXLImg2ImgPipeline,
+                refiner,
+                vae=base.vae,
+                text_encoder_2=base.text_encoder_2,
+                **load,
+            )
+            inpaint = {"inpaint": StableDiffusionXLInpaintPipeline}
+            self.refiners = {"img2img": first, **common.derive_pipes(first, inpaint, **derive)}
+
+    @contextmanager
+    def _schedulers(self, name: str, *pipes):
+        """A fresh scheduler per pipeline for one request, from the config its weights came
+        with; the originals are back afterwards, so no choice or state leaks to the next."""
+        originals = [pipe.scheduler for pipe in pipes]
+        try:
+            for pipe, original in zip(pipes, originals, strict=True):
+                pipe.scheduler = make_scheduler(name, original.config)
+            yield
+        finally:
+            for pipe, original in zip(pipes, originals, strict=True):
+                pipe.scheduler = original
+
+    def base_kwargs(self, job: SDXLJob, generator: torch.Generator) -> dict:
+        kwargs = dict(
+            prompt=job.prompt,
+            negative_prompt=job.negative_prompt,
+            num_images_per_prompt=job.num_outputs,
+            num_inference_steps=job.steps,
+            guidance_scale=job.guidance,
+            generator=generator,
+            callback_on_step_end=common.step_logger(),
+        )
+        if job.mode != "img2img":  # img2img takes its size from the image
+            kwargs.update(width=job.width, height=job.height)
+        if job.image is not None:
+            kwargs.update(image=job.image, strength=job.strength)
+        if job.mask is not None:
+            kwargs.update(mask_image=job.mask)
+        if job.refine == "expert_ensemble_refiner":
+            kwargs.update(denoising_end=job.high_noise_frac)
+        if job.refine != "no_refiner":
+            kwargs.update(output_type="latent")  # the refiner continues without a VAE trip
+        return kwargs
+
+    def refiner_kwargs(self, job: SDXLJob, latents, generator) -> dict:
+        kwargs = dict(
+            prompt=job.prompt,
+            negative_prompt=job.negative_prompt,
+            num_images_per_prompt=job.num_outputs,
+            guidance_scale=job.guidance,
+            generator=generator,
+            image=latents,
+            callback_on_step_end=common.step_logger(),
+        )
+        if job.refine == "expert_ensemble_refiner":
+            kwargs.update(num_inference_steps=job.steps, denoising_start=job.high_noise_frac)
+        else:
+            kwargs.update(num_inference_steps=job.refine_steps, strength=REFINER_STRENGTH)
+        if job.mask is not None:
+            # The base ends with the kept area's clean latents, and the inpainting
+            # refiner blends that area back every step, so it stays the input image.
+            kwargs.update(mask_image=job.mask, width=job.width, height=job.height)
+        return kwargs
+
+    def generate(self, job: SDXLJob) -> list[Image.Image]:
+        log.info(
+            f"Mode: {job.mode}, {job.width}x{job.height}, {job.steps} steps, "
+            f"{job.scheduler}, {job.refine}"
+        )
+        pipe = self.pipes[job.mode]
+        refiner = None
+        if job.refine != "no_refiner":
+            if not self.refiners:
+                raise InputError(f"refine={job.refine} needs the refiner, which is not loaded.")
+            refiner = self.refiners["inpaint" if job.mask is not None else "img2img"]
+        # A CPU generator gives the same noise on every device for a seed.
+        generator = torch.Generator("cpu").manual_seed(job.seed)
+        used = (pipe, refiner) if refiner is not None else (pipe,)
+        with torch.inference_mode(), self._schedulers(job.scheduler, *used):
+            images = pipe(**self.base_kwargs(job, generator)).images
+            if refiner is None:
+                return images
+            log.info(f"Refining with {job.refine}")
+            return refiner(**self.refiner_kwargs(job, images, generator)).images

@@ -1,0 +1,87 @@
+"""The safety filter as predictors use it: loaded once, skippable, verdicts applied."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import replace
+
+import pytest
+
+from models import common, manifest, tiny
+from models.flux import FluxInputs, FluxModel
+from models.manifest import WeightsEntry
+from models.safety import NSFW_MESSAGE, NSFWError, build_tiny_compvis, build_tiny_falcon
+from models.settings import load_settings
+from models.specs import get_spec
+
+
+def test_safety_checker_setting_is_read_from_the_environment(monkeypatch):
+    monkeypatch.setenv("SAFETY_CHECKER", "0")
+    assert load_settings().safety_checker is False
+    monkeypatch.setenv("SAFETY_CHECKER", "true")
+    assert load_settings().safety_checker is True
+    monkeypatch.delenv("SAFETY_CHECKER")
+    assert load_settings().safety_checker is True
+
+
+def test_disabled_deployment_neither_resolves_nor_loads_checkers(settings, monkeypatch):
+    resolved = []
+    real = common.resolve
+
+    def spy(name, s, **kw):
+        resolved.append(name)
+        return real(name, s, **kw)
+
+    monkeypatch.setattr(common, "resolve", spy)
+    model = FluxModel(get_spec("tiny-flux-schnell"), replace(settings, safety_checker=False))
+    assert model.safety is None
+    assert resolved == ["tiny-flux-schnell"]
+
+
+@pytest.fixture(scope="module")
+def strict_checkers():
+    """Register tiny checkers with forced verdicts: stage 1 flags everything."""
+    builds = {
+        "strict-compvis": lambda d: build_tiny_compvis(d, flag_all=True),
+        "falcon-says-nsfw": lambda d: build_tiny_falcon(d, verdict="nsfw"),
+        "falcon-says-normal": lambda d: build_tiny_falcon(d, verdict="normal"),
+    }
+    with pytest.MonkeyPatch.context() as mp:
+        for name, builder in builds.items():
+            mp.setitem(tiny.BUILDERS, name, builder)
+            mp.setitem(manifest.MANIFEST, name, WeightsEntry(name, build=name))
+        yield
+
+
+def model_with(settings, safety: tuple[str, str]) -> FluxModel:
+    spec = replace(get_spec("tiny-flux-schnell"), safety=safety)
+    return FluxModel(spec, settings)
+
+
+def small(**kw) -> FluxInputs:
+    return FluxInputs(prompt="x", megapixels="0.25", num_inference_steps=1, seed=5, **kw)
+
+
+def test_all_unsafe_fails_with_the_message(settings, strict_checkers, caplog):
+    model = model_with(settings, ("strict-compvis", "falcon-says-nsfw"))
+    with caplog.at_level(logging.INFO, logger="models"), pytest.raises(NSFWError) as err:
+        model.predict(small(num_outputs=2))
+    assert str(err.value) == NSFW_MESSAGE
+    assert "NSFW content detected in image 0" in caplog.text
+    assert "NSFW content detected in image 1" in caplog.text
+
+
+def test_flagged_by_stage_one_but_cleared_by_stage_two_is_kept(settings, strict_checkers, caplog):
+    model = model_with(settings, ("strict-compvis", "falcon-says-normal"))
+    with caplog.at_level(logging.INFO, logger="models"):
+        paths = model.predict(small(num_outputs=2))
+    assert [p.name for p in paths] == ["out-0.webp", "out-1.webp"]
+    assert "Total safe images: 2 out of 2" in caplog.text
+
+
+def test_disable_safety_checker_skips_both_stages(settings, strict_checkers, caplog):
+    model = model_with(settings, ("strict-compvis", "falcon-says-nsfw"))
+    with caplog.at_level(logging.INFO, logger="models"):
+        paths = model.predict(small(disable_safety_checker=True))
+    assert len(paths) == 1
+    assert "safe" not in caplog.text.lower() and "nsfw" not in caplog.text.lower()
