@@ -49,6 +49,11 @@ def resolve_seed(seed: int | None) -> int:
     return seed
 
 
+def seeded_generator(seed: int) -> torch.Generator:
+    # A CPU generator gives the same noise on every device for a seed.
+    return torch.Generator("cpu").manual_seed(seed)
+
+
 def pick_device(setting: str) -> str:
     if setting == "auto":
         return "cuda" if torch.cuda.is_available() else "cpu"
@@ -188,6 +193,7 @@ class DiffusionModel:
     """
 
     plan = None  # staticmethod(plan) in a subclass: (spec, inputs) -> job
+    inputs = None  # the family's inputs dataclass
 
     def __init__(self, spec: ModelSpec, settings: Settings):
         started = time.perf_counter()

@@ -108,7 +108,8 @@ class FluxEngine:
         modes = {"img2img": FluxImg2ImgPipeline, "inpaint": FluxInpaintPipeline}
         self.pipes = {"txt2img": base, **common.derive_pipes(base, modes, dtype=dtype)}
 
-    def pipeline_kwargs(self, job: FluxJob) -> dict:
+    def base_kwargs(self, job: FluxJob, generator: torch.Generator) -> dict:
+        """The diffusers call's arguments for this job (progress logging aside)."""
         kwargs = dict(
             prompt=job.prompt,
             width=job.width,
@@ -117,8 +118,7 @@ class FluxEngine:
             num_inference_steps=job.steps,
             guidance_scale=job.guidance,
             max_sequence_length=self.spec.max_sequence_length,
-            # A CPU generator gives the same noise on every device for a seed.
-            generator=torch.Generator("cpu").manual_seed(job.seed),
+            generator=generator,
         )
         if job.image is not None:
             kwargs.update(image=job.image, strength=job.strength)
@@ -129,15 +129,16 @@ class FluxEngine:
     def generate(self, job: FluxJob) -> list[Image.Image]:
         log.info(f"Mode: {job.mode}, {job.width}x{job.height}, {job.steps} steps")
         pipe = self.pipes[job.mode]
+        kwargs = self.base_kwargs(job, common.seeded_generator(job.seed))
         with torch.inference_mode():
-            result = pipe(**self.pipeline_kwargs(job), callback_on_step_end=common.step_logger())
-        return result.images
+            return pipe(**kwargs, callback_on_step_end=common.step_logger()).images
 
 
 class FluxModel(common.DiffusionModel):
     """Everything a FLUX predictor does, without Cog: setup once, predict many times."""
 
     plan = staticmethod(plan)
+    inputs = FluxInputs
 
     def load_engine(self, weights: Path, config: Path | None, device: str, fetch) -> FluxEngine:
         return FluxEngine(self.spec, weights, device, config=config)

@@ -171,6 +171,7 @@ class SDXLModel(common.DiffusionModel):
     """Everything the SDXL predictor does, without Cog: setup once, predict many times."""
 
     plan = staticmethod(plan)
+    inputs = SDXLInputs
 
     def load_engine(self, weights: Path, config: Path | None, device: str, fetch) -> SDXLEngine:
         refiner = fetch(self.spec.refiner) if self.spec.refiner else None

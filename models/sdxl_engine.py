@@ -106,7 +106,6 @@ class SDXLEngine:
             num_inference_steps=job.steps,
             guidance_scale=job.guidance,
             generator=generator,
-            callback_on_step_end=common.step_logger(),
         )
         if job.mode != "img2img":  # img2img takes its size from the image
             kwargs.update(width=job.width, height=job.height)
@@ -128,7 +127,6 @@ class SDXLEngine:
             guidance_scale=job.guidance,
             generator=generator,
             image=latents,
-            callback_on_step_end=common.step_logger(),
         )
         if job.refine == "expert_ensemble_refiner":
             kwargs.update(num_inference_steps=job.steps, denoising_start=job.high_noise_frac)
@@ -151,12 +149,12 @@ class SDXLEngine:
             if not self.refiners:
                 raise InputError(f"refine={job.refine} needs the refiner, which is not loaded.")
             refiner = self.refiners["inpaint" if job.mask is not None else "img2img"]
-        # A CPU generator gives the same noise on every device for a seed.
-        generator = torch.Generator("cpu").manual_seed(job.seed)
+        generator = common.seeded_generator(job.seed)
+        progress = dict(callback_on_step_end=common.step_logger())
         used = (pipe, refiner) if refiner is not None else (pipe,)
         with torch.inference_mode(), self._schedulers(job.scheduler, *used):
-            images = pipe(**self.base_kwargs(job, generator)).images
+            images = pipe(**self.base_kwargs(job, generator), **progress).images
             if refiner is None:
                 return images
             log.info(f"Refining with {job.refine}")
-            return refiner(**self.refiner_kwargs(job, images, generator)).images
+            return refiner(**self.refiner_kwargs(job, images, generator), **progress).images

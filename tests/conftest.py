@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import io
 from dataclasses import replace
 from pathlib import Path
@@ -10,6 +11,7 @@ import pytest
 from PIL import Image
 
 from models.settings import REPO_ROOT, Settings, load_settings
+from tools.server import http_json
 
 
 @pytest.fixture(scope="session")
@@ -28,3 +30,17 @@ def image_bytes(size=(64, 64), fmt="PNG", color=(10, 120, 200)) -> bytes:
     buf = io.BytesIO()
     Image.new("RGB", size, color).save(buf, format=fmt)
     return buf.getvalue()
+
+
+def data_uri(data: bytes, mime: str = "image/png") -> str:
+    return f"data:{mime};base64,{base64.b64encode(data).decode()}"
+
+
+def decode(uri: str) -> Image.Image:
+    return Image.open(io.BytesIO(base64.b64decode(uri.partition(",")[2])))
+
+
+def assert_still_serving(server: str) -> None:
+    status, health = http_json("GET", f"{server}/health-check")
+    # BUSY: the previous prediction's slot is still being released.
+    assert status == 200 and health["status"] in {"READY", "BUSY"}, health

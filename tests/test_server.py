@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import base64
 import io
 
 import pytest
 from PIL import Image
 
-from tests.conftest import image_bytes
+from tests.conftest import assert_still_serving, data_uri, decode, image_bytes
 from tools.server import http_json, model_ref, predict, running
 
 pytestmark = pytest.mark.server
@@ -22,23 +21,9 @@ def server(tmp_path_factory):
         yield url
 
 
-def data_uri(data: bytes, mime: str = "image/png") -> str:
-    return f"data:{mime};base64,{base64.b64encode(data).decode()}"
-
-
-def decode(uri: str) -> Image.Image:
-    return Image.open(io.BytesIO(base64.b64decode(uri.partition(",")[2])))
-
-
 def run(server, **inputs):
     inputs.setdefault("num_inference_steps", 2)
     return predict(server, inputs)
-
-
-def assert_still_serving(server):
-    status, health = http_json("GET", f"{server}/health-check")
-    # BUSY: the previous prediction's slot is still being released.
-    assert status == 200 and health["status"] in {"READY", "BUSY"}, health
 
 
 def test_openapi_shows_every_input_with_ranges_and_choices(server):

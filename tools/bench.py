@@ -14,11 +14,12 @@ import re
 import statistics
 import sys
 import time
+from dataclasses import replace
 
 import torch
 
 from models import common
-from models.flux import FluxEngine, FluxInputs, plan
+from models.families import FAMILIES
 from models.resolver import resolve
 from models.settings import load_settings
 from models.specs import get_spec
@@ -58,30 +59,37 @@ def bench_server(model: str, inputs: dict, runs: int) -> dict:
 
 
 def bench_bare(model: str, inputs: dict, runs: int) -> dict:
-    """The diffusers pipeline alone, called with exactly the kwargs our engine passes."""
-    settings = load_settings()
+    """The diffusers pipeline alone, called with exactly the arguments our engine passes."""
     spec = get_spec(model)
-    device = common.pick_device(settings.device)
-    engine = FluxEngine(spec, resolve(spec.weights, settings), device)
-    job = plan(spec, FluxInputs(**inputs))
-    pipe = engine.pipes[job.mode]
+    family = FAMILIES[spec.family]
+    # Safety checking is measured through the server; the bare call has none.
+    served = family(spec, replace(load_settings(), safety_checker=False))
+    job = family.plan(spec, family.inputs(**inputs))
+    pipe, engine = served.engine.pipes[job.mode], served.engine
 
     def call():
         with torch.inference_mode():
-            pipe(**engine.pipeline_kwargs(job))
+            pipe(**engine.base_kwargs(job, common.seeded_generator(job.seed)))
 
     call()  # warm-up
     return {
-        "device": device,
+        "device": engine.device,
         "size": f"{job.width}x{job.height}",
         "steps": job.steps,
         "bare_pipeline_s": round(statistics.median(_timed(call, runs)), 3),
     }
 
 
+def size_inputs(family: str, megapixels: str) -> dict:
+    if family == "sdxl":  # SDXL takes width and height rather than megapixels
+        side = 1024 if megapixels == "1" else 512
+        return {"width": side, "height": side}
+    return {"megapixels": megapixels}
+
+
 def bench(model: str, *, megapixels: str, steps: int | None, runs: int) -> dict:
     spec = get_spec(model)
-    inputs = {"prompt": "a cat in a hat", "megapixels": megapixels, "seed": 1}
+    inputs = {"prompt": "a cat in a hat", "seed": 1, **size_inputs(spec.family, megapixels)}
     inputs["num_inference_steps"] = steps or spec.default_steps
     started = time.perf_counter()
     for entry in spec.weight_entries():
