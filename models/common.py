@@ -3,6 +3,7 @@ loading weights into pipelines, and the setup-once/predict-many model."""
 
 from __future__ import annotations
 
+import logging
 import random
 import time
 from pathlib import Path
@@ -162,9 +163,19 @@ def _variant(folder: Path) -> str | None:
     return "fp16" if any(folder.glob("*/*.fp16.safetensors")) else None
 
 
+def _quiet_loading() -> None:
+    # Progress bars while loading would fill the setup logs with \r-updated lines.
+    import diffusers
+    import transformers
+
+    diffusers.utils.logging.disable_progress_bar()
+    transformers.utils.logging.disable_progress_bar()
+
+
 def load_pipeline(cls, weights: Path, *, dtype, device: str, config: Path | None = None, **kw):
     """A pipeline from a diffusers folder, or from one checkpoint file (fine-tunes are
     often shared that way) with `config` describing its components."""
+    _quiet_loading()
     if weights.is_file():
         log.info(f"Loading single-file checkpoint {weights.name}")
         pipe = cls.from_single_file(
@@ -179,7 +190,15 @@ def derive_pipes(base, classes: dict, *, dtype, **kw) -> dict:
     """Pipelines of other modes sharing `base`'s components. from_pipe casts the shared
     components to its `dtype` argument, float32 unless given: passing the base's dtype
     keeps half-precision weights half-precision on a GPU."""
-    pipes = {mode: cls.from_pipe(base, dtype=dtype, **kw) for mode, cls in classes.items()}
+    # Casting to the dtype the components already have makes diffusers warn about
+    # "modules that should be kept in float32: []" for every component: noise.
+    modeling_log = logging.getLogger("diffusers.models.modeling_utils")
+    level = modeling_log.level
+    modeling_log.setLevel(logging.ERROR)
+    try:
+        pipes = {mode: cls.from_pipe(base, dtype=dtype, **kw) for mode, cls in classes.items()}
+    finally:
+        modeling_log.setLevel(level)
     for pipe in (base, *pipes.values()):
         pipe.set_progress_bar_config(disable=True)
     return pipes
