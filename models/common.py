@@ -6,6 +6,7 @@ from __future__ import annotations
 import logging
 import random
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -36,10 +37,26 @@ def check_choice(name: str, value: str, choices) -> None:
         raise InputError(f"{name} {value!r} is not supported. Choose one of: {listed}.")
 
 
-def mode_of(image, mask) -> str:
-    if image is None:
-        return "txt2img"
-    return "inpaint" if mask is not None else "img2img"
+@dataclass(frozen=True, kw_only=True)
+class Job:
+    """A fully decided generation: sizes, steps and seed are final. Families add fields."""
+
+    prompt: str
+    width: int
+    height: int
+    num_outputs: int
+    steps: int
+    guidance: float
+    seed: int
+    image: Image.Image | None = None
+    mask: Image.Image | None = None
+    strength: float = 1.0
+
+    @property
+    def mode(self) -> str:
+        if self.image is None:
+            return "txt2img"
+        return "inpaint" if self.mask is not None else "img2img"
 
 
 def resolve_seed(seed: int | None) -> int:

@@ -35,24 +35,8 @@ class FluxInputs:
     go_fast: bool = False
 
 
-@dataclass(frozen=True)
-class FluxJob:
-    """A fully decided generation: sizes, steps and seed are final."""
-
-    prompt: str
-    width: int
-    height: int
-    num_outputs: int
-    steps: int
-    guidance: float
-    seed: int
-    image: Image.Image | None = None
-    mask: Image.Image | None = None
-    strength: float = 1.0
-
-    @property
-    def mode(self) -> str:
-        return common.mode_of(self.image, self.mask)
+class FluxJob(common.Job):
+    """FLUX needs nothing beyond the shared fields."""
 
 
 def plan(spec: ModelSpec, inputs: FluxInputs) -> FluxJob:

@@ -17,8 +17,6 @@ import math
 from dataclasses import dataclass
 from pathlib import Path
 
-from PIL import Image
-
 from models import common
 from models.errors import InputError
 from models.log import log
@@ -54,30 +52,16 @@ class SDXLInputs:
     disable_safety_checker: bool = False
 
 
-@dataclass(frozen=True)
-class SDXLJob:
-    """A fully decided generation: sizes, steps, scheduler and seed are final."""
+@dataclass(frozen=True, kw_only=True)
+class SDXLJob(common.Job):
+    """The shared fields plus SDXL's: negative prompt, scheduler and refiner choices."""
 
-    prompt: str
     negative_prompt: str | None
-    width: int
-    height: int
-    num_outputs: int
-    steps: int
-    guidance: float
-    seed: int
     scheduler: str
     refine: str = "no_refiner"
     high_noise_frac: float = 0.8
     # The refiner's num_inference_steps for base_image_refiner; None otherwise.
     refine_steps: int | None = None
-    image: Image.Image | None = None
-    mask: Image.Image | None = None
-    strength: float = 1.0
-
-    @property
-    def mode(self) -> str:
-        return common.mode_of(self.image, self.mask)
 
 
 def _refine_steps(inputs: SDXLInputs, steps: int, max_steps: int) -> int | None:

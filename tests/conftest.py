@@ -4,14 +4,17 @@ from __future__ import annotations
 
 import base64
 import io
+import subprocess
+from contextlib import contextmanager
 from dataclasses import replace
 from pathlib import Path
 
 import pytest
 from PIL import Image
 
+from models.errors import InputError
 from models.settings import REPO_ROOT, Settings, load_settings
-from tools.server import http_json
+from tools.server import http_json, model_ref, running
 
 
 @pytest.fixture(scope="session")
@@ -44,3 +47,35 @@ def assert_still_serving(server: str) -> None:
     status, health = http_json("GET", f"{server}/health-check")
     # BUSY: the previous prediction's slot is still being released.
     assert status == 200 and health["status"] in {"READY", "BUSY"}, health
+
+
+@contextmanager
+def serving(model: str, tmp_path_factory):
+    """The real Cog server for `model`, as script/serve runs it; yields its base URL."""
+    ref, env = model_ref(model)
+    log_path = tmp_path_factory.mktemp("server") / "server.log"
+    with running(ref, env=env, log_path=log_path) as url:
+        yield url
+
+
+def script_predict(cwd: Path, *args: str) -> subprocess.CompletedProcess:
+    """Run script/predict as a user would, from `cwd`."""
+    return subprocess.run(
+        [REPO_ROOT / "script" / "predict", *args],
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+
+
+def assert_plan_rejects(model, tmp_path: Path, inputs: dict, words: list[str]) -> None:
+    """plan() refuses `inputs` with an InputError naming each of `words`. "in.png" and
+    "mask.png" values become real files."""
+    write_image(tmp_path / "in.png")
+    write_image(tmp_path / "mask.png", mode="L", color=255)
+    values = {k: tmp_path / v if k in ("image", "mask") else v for k, v in inputs.items()}
+    with pytest.raises(InputError) as err:
+        model.plan(model.spec, model.inputs(prompt="x", **values))
+    for word in words:
+        assert word in str(err.value)

@@ -3,13 +3,11 @@
 from __future__ import annotations
 
 import base64
-import subprocess
 
 import pytest
 from PIL import Image
 
-from models.settings import REPO_ROOT
-from tests.conftest import image_bytes, write_image
+from tests.conftest import image_bytes, script_predict, write_image
 from tools.client import parse_inputs, write_outputs
 
 SCHEMA = {
@@ -87,19 +85,7 @@ def test_outputs_are_named_like_cog_predict(tmp_path):
 
 @pytest.mark.server
 def test_script_predict_writes_a_1024_webp(tmp_path):
-    result = subprocess.run(
-        [
-            REPO_ROOT / "script" / "predict",
-            "--model",
-            "tiny-flux-schnell",
-            "-i",
-            "prompt=a cat in a hat",
-        ],
-        cwd=tmp_path,
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )
+    result = script_predict(tmp_path, "--model", "tiny-flux-schnell", "-i", "prompt=a cat in a hat")
     assert result.returncode == 0, result.stderr[-3000:]
     with Image.open(tmp_path / "output.0.webp") as img:
         assert (img.format, img.size) == ("WEBP", (1024, 1024))
@@ -108,20 +94,8 @@ def test_script_predict_writes_a_1024_webp(tmp_path):
 
 @pytest.mark.server
 def test_script_predict_reports_invalid_input_and_fails(tmp_path):
-    result = subprocess.run(
-        [
-            REPO_ROOT / "script" / "predict",
-            "--model",
-            "tiny-flux-schnell",
-            "-i",
-            "prompt=x",
-            "-i",
-            "num_outputs=9",
-        ],
-        cwd=tmp_path,
-        capture_output=True,
-        text=True,
-        timeout=600,
+    result = script_predict(
+        tmp_path, "--model", "tiny-flux-schnell", "-i", "prompt=x", "-i", "num_outputs=9"
     )
     assert result.returncode == 1
     assert "Invalid input num_outputs" in result.stderr

@@ -7,17 +7,15 @@ import io
 import pytest
 from PIL import Image
 
-from tests.conftest import assert_still_serving, data_uri, decode, image_bytes
-from tools.server import http_json, model_ref, predict, running
+from tests.conftest import assert_still_serving, data_uri, decode, image_bytes, serving
+from tools.server import http_json, predict
 
 pytestmark = pytest.mark.server
 
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory):
-    ref, env = model_ref("tiny-flux-dev")
-    log_path = tmp_path_factory.mktemp("server") / "server.log"
-    with running(ref, env=env, log_path=log_path) as url:
+    with serving("tiny-flux-dev", tmp_path_factory) as url:
         yield url
 
 

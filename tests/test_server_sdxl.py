@@ -3,23 +3,26 @@
 from __future__ import annotations
 
 import io
-import subprocess
 
 import pytest
 from PIL import Image
 
-from models.settings import REPO_ROOT
-from tests.conftest import assert_still_serving, data_uri, decode, image_bytes
-from tools.server import model_ref, predict, running
+from tests.conftest import (
+    assert_still_serving,
+    data_uri,
+    decode,
+    image_bytes,
+    script_predict,
+    serving,
+)
+from tools.server import predict
 
 pytestmark = pytest.mark.server
 
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory):
-    ref, env = model_ref("tiny-sdxl")
-    log_path = tmp_path_factory.mktemp("server") / "server.log"
-    with running(ref, env=env, log_path=log_path) as url:
+    with serving("tiny-sdxl", tmp_path_factory) as url:
         yield url
 
 
@@ -86,22 +89,10 @@ def test_mask_without_image_fails_naming_both(server):
 
 
 def test_script_predict_with_a_negative_prompt(tmp_path):
-    result = subprocess.run(
-        [
-            REPO_ROOT / "script" / "predict",
-            "--model",
-            "tiny-sdxl",
-            "-i",
-            "prompt=a cat in a hat",
-            "-i",
-            "negative_prompt=blurry",
-            "-i",
-            "num_inference_steps=2",
-        ],
-        cwd=tmp_path,
-        capture_output=True,
-        text=True,
-        timeout=600,
+    result = script_predict(
+        tmp_path,
+        *("--model", "tiny-sdxl", "-i", "prompt=a cat in a hat", "-i", "negative_prompt=blurry"),
+        *("-i", "num_inference_steps=2"),
     )
     assert result.returncode == 0, result.stderr[-3000:]
     with Image.open(tmp_path / "output.0.webp") as img:
