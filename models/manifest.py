@@ -7,7 +7,7 @@ from a fixed seed) and never downloaded.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 _CDN = "https://weights.replicate.delivery/default"
 
@@ -21,6 +21,8 @@ class Source:
     hf_repo: str | None = None
     revision: str = "main"
     allow_patterns: tuple[str, ...] = ()
+    # Where the weights sit inside the download (a glob), when not at its top level.
+    subdir: str = ""
 
     def describe(self) -> str:
         if self.url:
@@ -37,7 +39,9 @@ class WeightsEntry:
     # Needs an accepted licence on Hugging Face and HF_TOKEN.
     gated: bool = False
     licence: str = ""
-    notes: str = field(default="", compare=False)
+    # A file every complete copy has at its top level: checked before a download is
+    # moved into place, and on every use of an existing folder.
+    marker: str = "model_index.json"
 
 
 DIFFUSERS_FILES = ("*.json", "*.txt", "*.model", "**/*.safetensors", "**/*.json", "**/*.txt")
@@ -59,7 +63,8 @@ MANIFEST: dict[str, WeightsEntry] = {
         WeightsEntry(
             "flux-dev",
             sources=(
-                Source(url=f"{_CDN}/black-forest-labs/FLUX.1-dev/files.tar"),
+                # The tar holds a FLUX.1-dev/ folder (cog-flux extracts it one level up).
+                Source(url=f"{_CDN}/black-forest-labs/FLUX.1-dev/files.tar", subdir="FLUX.1-dev"),
                 Source(hf_repo="black-forest-labs/FLUX.1-dev", allow_patterns=DIFFUSERS_FILES),
             ),
             gated=True,
@@ -97,17 +102,23 @@ MANIFEST: dict[str, WeightsEntry] = {
                     allow_patterns=("*.json", "model.safetensors"),
                 ),
             ),
+            marker="config.json",
             licence="not stated on its model card (CompVis/stable-diffusion-safety-checker)",
         ),
         WeightsEntry(
             "falcon-nsfw",
             sources=(
-                Source(url=f"{_CDN}/falconai/nsfw-image-detection.tar"),
+                # A Hugging Face cache folder (cog-flux passes it as cache_dir=).
+                Source(
+                    url=f"{_CDN}/falconai/nsfw-image-detection.tar",
+                    subdir="models--Falconsai--nsfw_image_detection/snapshots/*",
+                ),
                 Source(
                     hf_repo="Falconsai/nsfw_image_detection",
                     allow_patterns=("*.json", "model.safetensors"),
                 ),
             ),
+            marker="config.json",
             licence="Apache-2.0",
         ),
         WeightsEntry("tiny-flux-schnell", build="tiny-flux"),

@@ -8,6 +8,7 @@ rename, so a half-finished download or build never looks like weights.
 from __future__ import annotations
 
 import argparse
+import hashlib
 import os
 import re
 import shutil
@@ -63,37 +64,72 @@ def _build(entry: WeightsEntry, target: Path) -> Path:
     return target
 
 
-def _fetch_hf(source: Source, target: Path, token: str | None) -> None:
-    from huggingface_hub import snapshot_download
-
-    staging = Path(tempfile.mkdtemp(prefix=f".{target.name}.hf-", dir=target.parent))
-    try:
-        snapshot_download(
-            repo_id=source.hf_repo,
-            revision=source.revision,
-            allow_patterns=list(source.allow_patterns) or None,
-            local_dir=staging,
-            token=token,
-        )
-        shutil.rmtree(staging / ".cache", ignore_errors=True)
-        _move_into_place(staging, target)
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
-
-
-def _fetch(source: Source, target: Path, settings: Settings) -> None:
+def _download(source: Source, dest: Path, settings: Settings) -> None:
+    """Fetch one source into `dest` (which must not exist yet), as it comes."""
     if source.url:
         from models.download import download_url
 
-        download_url(source.url, target, sha256=source.sha256)
-    else:
-        _fetch_hf(source, target, settings.hf_token)
+        download_url(source.url, dest, sha256=source.sha256)
+        return
+    from huggingface_hub import snapshot_download
+
+    snapshot_download(
+        repo_id=source.hf_repo,
+        revision=source.revision,
+        allow_patterns=list(source.allow_patterns) or None,
+        local_dir=dest,
+        token=settings.hf_token,
+    )
+    shutil.rmtree(dest / ".cache", ignore_errors=True)
 
 
-def _missing_message(entry: WeightsEntry, target: Path, failures: list[str]) -> str:
+def _pick(root: Path, source: Source, marker: str) -> Path:
+    """The folder inside a download that holds the weights, checked for `marker`."""
+    folder = root
+    if source.subdir:
+        matches = [p for p in sorted(root.glob(source.subdir)) if p.is_dir()]
+        if len(matches) != 1:
+            raise WeightsError(
+                f"expected one folder matching {source.subdir!r} in the download, "
+                f"found {len(matches)}: the source's layout changed"
+            )
+        folder = matches[0]
+    if not (folder / marker).is_file():
+        where = source.subdir or "its top level"
+        raise WeightsError(f"the download has no {marker} at {where}: unexpected layout")
+    return folder
+
+
+def _materialise_links(folder: Path) -> None:
+    # Hugging Face cache snapshots link into ../../blobs, which stay behind when the
+    # snapshot folder moves: replace each link by the file it points to.
+    for link in [p for p in folder.rglob("*") if p.is_symlink()]:
+        real = link.resolve()
+        link.unlink()
+        shutil.copyfile(real, link)
+
+
+def _install(entry: WeightsEntry, source: Source, target: Path, settings: Settings) -> None:
+    # Per source: a download resumes from its own state next to `staging`, and a
+    # complete but unused copy (a run stopped right after downloading) is used again.
+    tag = hashlib.sha256(source.describe().encode()).hexdigest()[:12]
+    staging = target.parent / f".{target.name}.{tag}.download"
+    if not staging.exists():
+        _download(source, staging, settings)
+    try:
+        folder = _pick(staging, source, entry.marker)
+    except WeightsError:
+        shutil.rmtree(staging, ignore_errors=True)  # wrong content: never use it again
+        raise
+    _materialise_links(folder)
+    _move_into_place(folder, target)
+    shutil.rmtree(staging, ignore_errors=True)
+
+
+def _missing_message(entry: WeightsEntry, target: Path, failures: list[str], name: str) -> str:
     lines = [f"Weights for {entry.name!r} are not in {target} and could not be downloaded."]
     lines += [f"  - {failure}" for failure in failures]
-    lines.append(f"Fix: run `script/download-weights {entry.name}` on a machine with network,")
+    lines.append(f"Fix: run `script/download-weights {name}` on a machine with network,")
     lines.append(f"or put the files (diffusers layout) into {target} yourself.")
     if entry.gated:
         lines.append(
@@ -126,41 +162,53 @@ def resolve_custom(value: str, settings: Settings) -> Path:
         )
     source = Source(hf_repo=value, allow_patterns=DIFFUSERS_FILES)
     entry = WeightsEntry(value.replace("/", "--"), sources=(source,))
-    return _resolve_entry(entry, settings, download=True)
+    return _resolve_entry(entry, settings, download=True, asked_as=value)
 
 
-def _resolve_entry(entry: WeightsEntry, settings: Settings, download: bool) -> Path:
-    name = entry.name
-    target = settings.weights_dir / name
+def _resolve_entry(
+    entry: WeightsEntry, settings: Settings, download: bool, asked_as: str | None = None
+) -> Path:
+    target = settings.weights_dir / entry.name
     if entry.build:
         return _build(entry, target)
-    if _present(target):
-        return target
+    if target.exists():
+        if (target / entry.marker).is_file():
+            return target
+        fetch = f"script/download-weights {asked_as or entry.name}"
+        raise WeightsError(
+            f"{target} exists but has no {entry.marker}: it is incomplete or not in the "
+            f"expected layout. Remove it and run `{fetch}`."
+        )
     failures = []
     if download:
         target.parent.mkdir(parents=True, exist_ok=True)
         for source in entry.sources:
-            log.info(f"Downloading {name} from {source.describe()}")
+            log.info(f"Downloading {entry.name} from {source.describe()}")
             try:
-                _fetch(source, target, settings)
+                _install(entry, source, target, settings)
                 return target
             except Exception as exc:  # every source failing is reported together below
                 failures.append(f"{source.describe()}: {exc}")
     else:
         failures.append("downloading was not allowed")
-    raise WeightsError(_missing_message(entry, target, failures))
+    raise WeightsError(_missing_message(entry, target, failures, asked_as or entry.name))
 
 
 def main(argv: list[str] | None = None) -> None:
     from models.specs import SPECS
 
     parser = argparse.ArgumentParser(description="Fetch or build weights into weights/NAME.")
-    parser.add_argument("names", nargs="+", help="model variants or manifest entries")
+    parser.add_argument(
+        "names", nargs="+", help="model variants, manifest entries, or Hugging Face owner/name"
+    )
     args = parser.parse_args(argv)
     settings = load_settings()
     for name in args.names:
+        if _HF_REPO_ID.match(name) and name not in SPECS:
+            print(resolve_custom(name, settings))
+            continue
         spec = SPECS.get(name)
-        entries = spec.weight_entries() if spec else (name,)
+        entries = spec.weight_entries(safety=settings.safety_checker) if spec else (name,)
         for entry in entries:
             print(resolve(entry, settings))
 

@@ -88,15 +88,22 @@ def test_existing_folder_wins_without_network(entries, weights_settings):
     assert resolver.resolve(name, weights_settings) == target
 
 
+def make_tar(path, files: dict[str, bytes], links: dict[str, str] | None = None) -> None:
+    with tarfile.open(path, mode="w") as tar:
+        for name, payload in files.items():
+            info = tarfile.TarInfo(name)
+            info.size = len(payload)
+            tar.addfile(info, io.BytesIO(payload))
+        for name, points_to in (links or {}).items():
+            info = tarfile.TarInfo(name)
+            info.type, info.linkname = tarfile.SYMTYPE, points_to
+            tar.addfile(info)
+
+
 def test_downloads_a_tar_from_the_first_working_source(entries, weights_settings, file_server):
     root, base = file_server
-    data = io.BytesIO()
-    with tarfile.open(fileobj=data, mode="w") as tar:
-        payload = b'{"_class_name": "FluxPipeline"}'
-        info = tarfile.TarInfo("model_index.json")
-        info.size = len(payload)
-        tar.addfile(info, io.BytesIO(payload))
-    (root / "model.tar").write_bytes(data.getvalue())
+    payload = b'{"_class_name": "FluxPipeline"}'
+    make_tar(root / "model.tar", {"model_index.json": payload})
     name = entries(
         WeightsEntry(
             "served-model",
@@ -139,3 +146,59 @@ def test_cli_resolves_every_entry_of_a_variant(monkeypatch, capsys):
     monkeypatch.setattr(resolver, "resolve", lambda name, settings: seen.append(name) or name)
     resolver.main(["tiny-flux-dev"])
     assert seen == ["tiny-flux-dev", "tiny-safety-checker", "tiny-falcon-nsfw"]
+
+
+def test_weights_in_a_subfolder_of_the_tar_are_picked(entries, weights_settings, file_server):
+    root, base = file_server
+    make_tar(root / "dev.tar", {"FLUX.1-dev/model_index.json": b"{}", "FLUX.1-dev/vae/x": b"v"})
+    source = Source(url=f"{base}/dev.tar", subdir="FLUX.1-dev")
+    name = entries(WeightsEntry("nested-model", sources=(source,)))
+    folder = resolver.resolve(name, weights_settings)
+    assert (folder / "model_index.json").is_file() and (folder / "vae" / "x").read_bytes() == b"v"
+    assert sorted(p.name for p in folder.parent.iterdir()) == ["nested-model"]
+
+
+def test_hugging_face_cache_layout_is_materialised(entries, weights_settings, file_server):
+    root, base = file_server
+    snapshot = "models--Org--clf/snapshots/abc123"
+    make_tar(
+        root / "cache.tar",
+        {"models--Org--clf/blobs/f00d": b'{"id2label": {}}'},
+        links={f"{snapshot}/config.json": "../../blobs/f00d"},
+    )
+    source = Source(url=f"{base}/cache.tar", subdir="models--Org--clf/snapshots/*")
+    name = entries(WeightsEntry("cached-model", sources=(source,), marker="config.json"))
+    config = resolver.resolve(name, weights_settings) / "config.json"
+    assert not config.is_symlink() and config.read_bytes() == b'{"id2label": {}}'
+
+
+def test_a_download_without_the_marker_falls_through(entries, weights_settings, file_server):
+    root, base = file_server
+    make_tar(root / "wrong.tar", {"something/else.json": b"{}"})
+    make_tar(root / "right.tar", {"model_index.json": b"{}"})
+    sources = (Source(url=f"{base}/wrong.tar"), Source(url=f"{base}/right.tar"))
+    name = entries(WeightsEntry("layout-model", sources=sources))
+    folder = resolver.resolve(name, weights_settings)
+    assert (folder / "model_index.json").is_file() and not (folder / "something").exists()
+
+
+def test_an_existing_folder_without_the_marker_is_an_error(entries, weights_settings):
+    name = entries(WeightsEntry("broken-model", sources=(Source(url=_dead_url()),)))
+    (weights_settings.weights_dir / name).mkdir(parents=True)
+    with pytest.raises(WeightsError, match="no model_index.json.*Remove it"):
+        resolver.resolve(name, weights_settings)
+
+
+def test_cli_takes_a_hugging_face_repo_id(monkeypatch, capsys):
+    seen = []
+    monkeypatch.setattr(resolver, "resolve_custom", lambda name, settings: seen.append(name))
+    resolver.main(["RunDiffusion/Juggernaut-XL"])
+    assert seen == ["RunDiffusion/Juggernaut-XL"]
+
+
+def test_cli_skips_checkers_when_safety_is_off(monkeypatch):
+    seen = []
+    monkeypatch.setenv("SAFETY_CHECKER", "0")
+    monkeypatch.setattr(resolver, "resolve", lambda name, settings: seen.append(name))
+    resolver.main(["tiny-sdxl"])
+    assert seen == ["tiny-sdxl", "tiny-sdxl-refiner"]
