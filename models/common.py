@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import logging
 import random
+import shutil
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -242,18 +243,26 @@ class DiffusionModel:
         weights, config = main_weights(spec, settings)
         self.engine = self.load_engine(weights, config, device, fetch)
         self.safety = load_safety(spec.safety, device, fetch) if settings.safety_checker else None
+        self._last_outputs: Path | None = None
         log.info(f"Loaded {spec.name} on {device} in {time.perf_counter() - started:.1f}s")
 
     def load_engine(self, weights: Path, config: Path | None, device: str, fetch):
         raise NotImplementedError
 
     def predict(self, inputs) -> list[Path]:
+        # One request at a time: by the next one, the server has sent the last one's files,
+        # and a long-running server would otherwise fill its disk with them.
+        if self._last_outputs is not None:
+            shutil.rmtree(self._last_outputs, ignore_errors=True)
+            self._last_outputs = None
         job = self.plan(self.spec, inputs)
         images = self.engine.generate(job)
-        return finish(
+        paths = finish(
             images,
             safety=self.safety,
             disable_safety_checker=inputs.disable_safety_checker,
             output_format=inputs.output_format,
             output_quality=inputs.output_quality,
         )
+        self._last_outputs = paths[0].parent
+        return paths

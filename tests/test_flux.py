@@ -42,19 +42,23 @@ def test_txt2img_default_is_one_1024_webp(schnell, caplog):
 
 def test_num_outputs_and_fresh_directory_per_request(schnell):
     first = schnell.predict(FluxInputs(prompt="a", megapixels="0.25", num_outputs=3, seed=1))
-    second = schnell.predict(FluxInputs(prompt="a", megapixels="0.25", seed=1))
     assert [p.name for p in first] == ["out-0.webp", "out-1.webp", "out-2.webp"]
-    assert first[0].parent != second[0].parent
+    pixels_0, pixels_1 = pixels(first[0]), pixels(first[1])
+    second = schnell.predict(FluxInputs(prompt="a", megapixels="0.25", seed=1))
+    assert first[0].parent != second[0].parent and second[0].is_file()
+    # The previous request's files are gone once the next one starts.
+    assert not first[0].parent.exists()
     # Images in one batch differ from each other (different noise per image).
-    assert np.abs(pixels(first[0]) - pixels(first[1])).max() > 0
+    assert np.abs(pixels_0 - pixels_1).max() > 0
 
 
 def test_same_seed_same_pixels_other_seed_differs(schnell):
     inputs = FluxInputs(prompt="a red fox", megapixels="0.25", seed=1234, output_format="png")
-    a, b = schnell.predict(inputs)[0], schnell.predict(inputs)[0]
-    c = schnell.predict(replace(inputs, seed=1235))[0]
-    assert np.array_equal(pixels(a), pixels(b))
-    assert np.abs(pixels(a) - pixels(c)).max() > 0
+    # Read each file at once: the next request removes the previous one's folder.
+    a, b = pixels(schnell.predict(inputs)[0]), pixels(schnell.predict(inputs)[0])
+    c = pixels(schnell.predict(replace(inputs, seed=1235))[0])
+    assert np.array_equal(a, b)
+    assert np.abs(a - c).max() > 0
 
 
 def test_random_seed_is_drawn_and_logged(schnell, caplog):
