@@ -86,26 +86,26 @@ def pick_dtype(spec_dtype: str, device: str) -> torch.dtype:
     return getattr(torch, spec_dtype)
 
 
-def step_logger(total_steps: int | None = None):
+def step_logger():
     """A diffusers callback_on_step_end that logs progress instead of a tqdm bar."""
 
     def callback(pipe, step: int, timestep, callback_kwargs):
-        total = total_steps or getattr(pipe, "num_timesteps", None) or "?"
+        total = getattr(pipe, "num_timesteps", None) or "?"
         log.info(f"Step {step + 1}/{total}")
         return {}
 
     return callback
 
 
-def check_strength(prompt_strength: float, steps: int) -> None:
-    """img2img runs int(steps * strength) steps; zero would be a silent no-op."""
+def check_strength(prompt_strength: float, steps: int, steps_run: int) -> None:
+    """With an image, a pipeline runs only part of the steps (`steps_run`, by its own
+    rounding rule); none at all would return the input unchanged, silently."""
     check_range("prompt_strength", prompt_strength, 0.0, 1.0)
-    if int(steps * prompt_strength) < 1:
-        needed = 1 / steps
+    if steps_run < 1:
         raise InputError(
             f"prompt_strength={prompt_strength} with num_inference_steps={steps} leaves no "
-            f"denoising step (img2img runs prompt_strength x steps steps). Use prompt_strength "
-            f">= {needed:.3g} or more steps."
+            "denoising step: an input image is changed for about prompt_strength x "
+            "num_inference_steps steps. Raise prompt_strength or num_inference_steps."
         )
 
 
@@ -181,6 +181,14 @@ def _variant(folder: Path) -> str | None:
     return "fp16" if any(folder.glob("*/*.fp16.safetensors")) else None
 
 
+class _NothingKeptInFloat32(logging.Filter):
+    """diffusers warns "modules that should be kept in float32: []" on every cast of a
+    model to a dtype (from_pipe, the SDXL VAE's upcast), even when the list is empty."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return "should be kept in float32: []" not in record.getMessage()
+
+
 def _quiet_loading() -> None:
     # Progress bars while loading would fill the setup logs with \r-updated lines.
     import diffusers
@@ -188,6 +196,9 @@ def _quiet_loading() -> None:
 
     diffusers.utils.logging.disable_progress_bar()
     transformers.utils.logging.disable_progress_bar()
+    modeling_log = logging.getLogger("diffusers.models.modeling_utils")
+    if not any(isinstance(f, _NothingKeptInFloat32) for f in modeling_log.filters):
+        modeling_log.addFilter(_NothingKeptInFloat32())
 
 
 def load_pipeline(cls, weights: Path, *, dtype, device: str, config: Path | None = None, **kw):
@@ -208,15 +219,7 @@ def derive_pipes(base, classes: dict, *, dtype, **kw) -> dict:
     """Pipelines of other modes sharing `base`'s components. from_pipe casts the shared
     components to its `dtype` argument, float32 unless given: passing the base's dtype
     keeps half-precision weights half-precision on a GPU."""
-    # Casting to the dtype the components already have makes diffusers warn about
-    # "modules that should be kept in float32: []" for every component: noise.
-    modeling_log = logging.getLogger("diffusers.models.modeling_utils")
-    level = modeling_log.level
-    modeling_log.setLevel(logging.ERROR)
-    try:
-        pipes = {mode: cls.from_pipe(base, dtype=dtype, **kw) for mode, cls in classes.items()}
-    finally:
-        modeling_log.setLevel(level)
+    pipes = {mode: cls.from_pipe(base, dtype=dtype, **kw) for mode, cls in classes.items()}
     for pipe in (base, *pipes.values()):
         pipe.set_progress_bar_config(disable=True)
     return pipes

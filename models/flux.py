@@ -42,7 +42,7 @@ class FluxJob(common.Job):
 def plan(spec: ModelSpec, inputs: FluxInputs) -> FluxJob:
     """Validate inputs and decide everything the pipeline needs."""
     common.check_range("num_outputs", inputs.num_outputs, 1, 4)
-    steps = inputs.num_inference_steps or spec.default_steps
+    steps = spec.default_steps if inputs.num_inference_steps is None else inputs.num_inference_steps
     common.check_range("num_inference_steps", steps, 1, spec.max_steps)
     guidance = 0.0
     if spec.guidance is not None:
@@ -63,7 +63,9 @@ def plan(spec: ModelSpec, inputs: FluxInputs) -> FluxJob:
     else:
         width, height = image.size
         log.info(f"Output size {width}x{height} follows the input image; aspect_ratio is ignored.")
-        common.check_strength(inputs.prompt_strength, steps)
+        # FLUX's img2img rounds the skipped steps down, so any strength above 0 runs one.
+        steps_run = steps - int(steps - steps * inputs.prompt_strength)
+        common.check_strength(inputs.prompt_strength, steps, steps_run)
     return FluxJob(
         prompt=inputs.prompt,
         width=width,

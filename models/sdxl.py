@@ -103,7 +103,7 @@ def _check_ensemble(inputs: SDXLInputs, has_image: bool) -> None:
 def plan(spec: ModelSpec, inputs: SDXLInputs) -> SDXLJob:
     """Validate inputs and decide everything the pipelines need."""
     common.check_range("num_outputs", inputs.num_outputs, 1, 4)
-    steps = inputs.num_inference_steps or spec.default_steps
+    steps = spec.default_steps if inputs.num_inference_steps is None else inputs.num_inference_steps
     common.check_range("num_inference_steps", steps, 1, spec.max_steps)
     guidance = spec.guidance if inputs.guidance_scale is None else inputs.guidance_scale
     common.check_range("guidance_scale", guidance, 0.0, spec.max_guidance)
@@ -128,7 +128,8 @@ def plan(spec: ModelSpec, inputs: SDXLInputs) -> SDXLJob:
         log.info(
             f"Output size {width}x{height} follows the input image; width and height are ignored."
         )
-        common.check_strength(inputs.prompt_strength, steps)
+        # SDXL's img2img rounds the steps it runs down.
+        common.check_strength(inputs.prompt_strength, steps, int(steps * inputs.prompt_strength))
     return SDXLJob(
         prompt=inputs.prompt,
         # None rather than "": SDXL's config asks for zeroed negative embeddings when there

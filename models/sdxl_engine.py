@@ -29,7 +29,8 @@ SCHEDULERS: dict[str, tuple[str, dict]] = {
     "KarrasDPM": ("DPMSolverMultistepScheduler", {"use_karras_sigmas": True}),
     "K_EULER_ANCESTRAL": ("EulerAncestralDiscreteScheduler", {}),
     "K_EULER": ("EulerDiscreteScheduler", {}),
-    "PNDM": ("PNDMScheduler", {}),
+    # Without skip_prk_steps, PNDM's Runge-Kutta warm-up needs more than 3 steps.
+    "PNDM": ("PNDMScheduler", {"skip_prk_steps": True}),
 }
 # base_image_refiner re-noises the base's output this much and runs that share of
 # refine_steps (diffusers' img2img default, which cog-sdxl uses too).
@@ -98,6 +99,30 @@ class SDXLEngine:
             for pipe, original in zip(pipes, originals, strict=True):
                 pipe.scheduler = original
 
+    def check_ensemble_split(self, job: SDXLJob) -> None:
+        """Count the steps each model gets in an expert ensemble, by diffusers' own rules,
+        on a throwaway copy of the request's scheduler: when one side gets none, diffusers
+        fails with a message about its internals, or the base silently runs nothing."""
+        scheduler = make_scheduler(job.scheduler, self.pipes["txt2img"].scheduler.config)
+        scheduler.set_timesteps(job.steps)
+        timesteps = scheduler.timesteps
+        total = scheduler.config.num_train_timesteps
+        cutoff = int(round(total - job.high_noise_frac * total))
+        base = timesteps
+        if job.image is not None:  # img2img and inpaint start part-way, by strength
+            skipped = job.steps - min(int(job.steps * job.strength), job.steps)
+            base = timesteps[skipped * scheduler.order :]
+        base_steps, refiner_steps = int((base >= cutoff).sum()), int((timesteps < cutoff).sum())
+        if base_steps and refiner_steps:
+            return
+        image = ", prompt_strength" if job.image is not None else ""
+        raise InputError(
+            f"With expert_ensemble_refiner, num_inference_steps={job.steps} and "
+            f"high_noise_frac={job.high_noise_frac}{image} give the base model {base_steps} "
+            f"and the refiner {refiner_steps} steps; each needs at least one. Use more steps, "
+            "or a high_noise_frac nearer 0.8."
+        )
+
     def base_kwargs(self, job: SDXLJob, generator: torch.Generator) -> dict:
         kwargs = dict(
             prompt=job.prompt,
@@ -149,6 +174,8 @@ class SDXLEngine:
             if not self.refiners:
                 raise InputError(f"refine={job.refine} needs the refiner, which is not loaded.")
             refiner = self.refiners["inpaint" if job.mask is not None else "img2img"]
+        if job.refine == "expert_ensemble_refiner":
+            self.check_ensemble_split(job)
         generator = common.seeded_generator(job.seed)
         progress = dict(callback_on_step_end=common.step_logger())
         used = (pipe, refiner) if refiner is not None else (pipe,)

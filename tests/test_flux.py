@@ -144,7 +144,8 @@ def test_schnell_takes_no_guidance(schnell):
     [
         (dict(mask="mask.png"), ["mask", "image"]),
         (dict(megapixels="match_input"), ["megapixels", "image"]),
-        (dict(image="in.png", prompt_strength=0.1), ["prompt_strength", "num_inference_steps"]),
+        (dict(image="in.png", prompt_strength=0.0), ["prompt_strength", "num_inference_steps"]),
+        (dict(num_inference_steps=0), ["num_inference_steps"]),
         (dict(num_inference_steps=5), ["num_inference_steps", "1", "4"]),
         (dict(num_outputs=5), ["num_outputs"]),
         (dict(seed=2**32), ["seed"]),
@@ -165,3 +166,12 @@ def test_go_fast_is_accepted_and_logged(schnell, caplog):
     with caplog.at_level(logging.INFO, logger="models"):
         plan(schnell.spec, FluxInputs(prompt="x", go_fast=True))
     assert "go_fast has no effect" in caplog.text
+
+
+def test_low_strength_still_runs_one_flux_step(schnell, tmp_path, caplog):
+    # FLUX img2img rounds the skipped steps down: 0.2 x 4 steps runs one step.
+    source = write_image(tmp_path / "in.png", size=(256, 256))
+    inputs = FluxInputs(prompt="x", image=source, prompt_strength=0.2, megapixels="match_input")
+    with caplog.at_level(logging.INFO, logger="models"):
+        assert len(schnell.predict(inputs)) == 1
+    assert "Step 1/1" in caplog.text

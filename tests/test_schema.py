@@ -3,7 +3,7 @@
 import json
 import textwrap
 from collections.abc import Iterator
-from typing import Any, Optional, Union
+from typing import Annotated, Any, Optional, Union
 
 import cog
 import pytest
@@ -27,9 +27,8 @@ class Toy(BasePredictor):
         raise NotImplementedError
 
 
-def inputs(target: Any, mode: str = "predict") -> dict:
-    key = "TrainingInput" if mode == "train" else "Input"
-    return openapi_schema(target, mode=mode)["components"]["schemas"][key]
+def inputs(target: Any) -> dict:
+    return openapi_schema(target)["components"]["schemas"]["Input"]
 
 
 def test_input_properties_match_the_go_generator():
@@ -126,7 +125,6 @@ def test_defaults_follow_go_rules():
             note: str | None = Input(description="no default given"),
             tag: str | None = None,
             mask: Path | None = None,
-            key: Secret = Input(default=None),
             sizes: list[int] = Input(default=[512, 768]),
             choice: int = Input(default=2, choices=[1, 2]),
             scale: float = 7.0,
@@ -146,18 +144,8 @@ def test_defaults_follow_go_rules():
         "description": "no default given",
     }
     assert props["tag"]["default"] is None and props["mask"]["default"] is None
-    assert props["key"] == {
-        "x-order": 4,
-        "title": "Key",
-        "type": "string",
-        "format": "password",
-        "writeOnly": True,
-        "x-cog-secret": True,
-        "default": None,
-        "nullable": True,
-    }
     assert props["sizes"] == {
-        "x-order": 5,
+        "x-order": 4,
         "title": "Sizes",
         "type": "array",
         "items": {"type": "integer"},
@@ -202,59 +190,6 @@ def test_run_wins_and_both_is_an_error():
         openapi_schema(Both)
 
 
-def test_train_mode_function():
-    def train(data: Path, rank: int = Input(default=16, ge=1)) -> Path:
-        raise NotImplementedError
-
-    schema = openapi_schema(train, mode="train")
-    components = schema["components"]["schemas"]
-    assert components["TrainingInput"]["title"] == "TrainingInput"
-    assert components["TrainingInput"]["required"] == ["data"]
-    assert components["TrainingOutput"] == {"title": "Output", "type": "string", "format": "uri"}
-    assert {"TrainingRequest", "TrainingResponse"} <= set(components)
-    assert list(schema["paths"])[2:] == ["/trainings", "/trainings/{training_id}/cancel"]
-    assert schema["paths"]["/trainings"]["post"]["operationId"] == "train_trainings_post"
-    cancel = schema["paths"]["/trainings/{training_id}/cancel"]["post"]
-    assert cancel["parameters"][0]["schema"] == {"title": "Training Id", "type": "string"}
-
-
-def test_structured_and_streaming_outputs():
-    class Result(cog.BaseModel):
-        image: Path
-        caption: str | None
-        score: float = 0.0
-
-    class Structured(BaseRunner):
-        def run(self) -> Result:
-            raise NotImplementedError
-
-    class Streams(BaseRunner):
-        @cog.streaming
-        def run(self) -> cog.ConcatenateIterator[str]:
-            raise NotImplementedError
-
-    class Frames(BaseRunner):
-        def run(self) -> Iterator[Path]:
-            raise NotImplementedError
-
-    assert openapi_schema(Structured)["components"]["schemas"]["Output"] == {
-        "title": "Output",
-        "type": "object",
-        "properties": {
-            "image": {"title": "Image", "type": "string", "format": "uri"},
-            "caption": {"title": "Caption", "type": "string", "nullable": True},
-            "score": {"title": "Score", "type": "number"},
-        },
-        "required": ["image"],
-    }
-    streams = openapi_schema(Streams)
-    assert streams["paths"]["/predictions"]["post"]["x-cog-streaming"] is True
-    assert streams["components"]["schemas"]["Output"]["x-cog-array-display"] == "concatenate"
-    frames = openapi_schema(Frames)["components"]["schemas"]["Output"]
-    assert frames["x-cog-array-type"] == "iterator"
-    assert frames["items"] == {"type": "string", "format": "uri"}
-
-
 def _run_with(annotation: Any, returns: Any = str) -> type:
     def run(self, x):
         raise NotImplementedError
@@ -278,6 +213,55 @@ def test_unsupported_annotations_are_named(annotation, returns, message):
         openapi_schema(_run_with(annotation, returns))
 
 
+class Result(cog.BaseModel):
+    image: Path
+
+
+@pytest.mark.parametrize(
+    ("annotation", "returns", "message"),
+    [
+        (Secret, str, "input 'x': unsupported type Secret"),
+        (cog.File, str, "input 'x': unsupported type File"),
+        (dict, str, "input 'x': unsupported type dict"),
+        (Any, str, "input 'x': unsupported type Any"),
+        (Annotated[str, cog.Opaque], str, "input 'x': unsupported type Annotated"),
+        (int, Result, "output: unsupported type Result"),
+        (int, Iterator[Path], "output: unsupported type .*Iterator"),
+        (int, cog.ConcatenateIterator[str], "output: unsupported type .*ConcatenateIterator"),
+        (int, dict[str, Path], r"output: unsupported type dict\[str"),
+    ],
+)
+def test_removed_types_raise(annotation, returns, message):
+    # Only the types predict.py uses are built; Secret, File, structured and streamed are not.
+    with pytest.raises(SchemaError, match=message):
+        openapi_schema(_run_with(annotation, returns))
+
+
+def test_removed_modes_raise():
+    class Streams(BaseRunner):
+        @cog.streaming
+        def run(self) -> str:
+            raise NotImplementedError
+
+    class TrainsOnly(BaseRunner):
+        def train(self, data: Path) -> Path:
+            raise NotImplementedError
+
+    def train(data: Path) -> Path:
+        raise NotImplementedError
+
+    with pytest.raises(SchemaError, match="@cog.streaming is not supported"):
+        openapi_schema(Streams)
+    with pytest.raises(SchemaError, match=r"defines no run\(\) or predict\(\)"):
+        openapi_schema(TrainsOnly)
+    with pytest.raises(SchemaError, match="is not a predictor class"):
+        openapi_schema(train)
+    for flags in (["--mode", "train"], ["--train", "train.py:train"]):
+        with pytest.raises(SystemExit) as exited:
+            main(["predict.py:Predictor", *flags])  # argparse rejects them first
+        assert exited.value.code == 2
+
+
 def test_other_errors():
     class NoHint(BaseRunner):
         def run(self, x) -> str:
@@ -291,8 +275,6 @@ def test_other_errors():
         openapi_schema(NoHint)
     with pytest.raises(SchemaError, match="choices need a str or int"):
         openapi_schema(BadChoices)
-    with pytest.raises(SchemaError, match="defines no train"):
-        openapi_schema(Toy, mode="train")
 
 
 def test_json_layout_matches_go():
@@ -352,18 +334,6 @@ def test_write_schema_and_cli(toy_project, capsys):
 
     with pytest.raises(SchemaError, match="no 'Missing'"):
         load_target("predict.py:Missing", toy_project)
-
-
-def test_write_schema_merges_train(toy_project):
-    (toy_project / "train.py").write_text(
-        "from cog import Path\n\ndef train(data: Path, rank: int = 16) -> Path:\n    return data\n"
-    )
-    path = write_schema("predict.py:Predictor", toy_project, train_ref="train.py:train")
-    merged = json.loads(path.read_text())
-    assert {"/predictions", "/trainings"} <= set(merged["paths"])
-    assert {"Input", "TrainingInput", "PredictionRequest", "TrainingRequest"} <= set(
-        merged["components"]["schemas"]
-    )
 
 
 def _rejected_field(status: int, body: Any) -> str:

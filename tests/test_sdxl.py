@@ -13,7 +13,7 @@ import torch
 from PIL import Image
 
 from models import common
-from models.errors import WeightsError
+from models.errors import InputError, WeightsError
 from models.resolver import resolve
 from models.sdxl import MAX_SIDE, MIN_SIDE, REFINE_MODES, SDXLInputs, SDXLModel, plan
 from models.sdxl_engine import SCHEDULERS, make_scheduler
@@ -335,3 +335,47 @@ def test_predictor_serves_tiny_sdxl_and_casts_integers(monkeypatch):
     monkeypatch.setenv("MODEL_NAME", "tiny-flux-schnell")
     with pytest.raises(ValueError, match="FluxSchnellPredictor"):
         predict.SDXLPredictor().setup()
+
+
+@pytest.mark.parametrize(
+    "inputs",
+    [
+        dict(num_inference_steps=1),
+        dict(num_inference_steps=10, high_noise_frac=0.95, scheduler="DPMSolverMultistep"),
+        dict(num_inference_steps=2, prompt_strength=0.5, image=True, mask=True),
+    ],
+)
+def test_ensemble_split_leaving_a_model_no_step_names_the_inputs(sdxl, gradient, tmp_path, inputs):
+    if inputs.pop("image", False):
+        inputs["image"] = gradient
+    if inputs.pop("mask", False):
+        inputs["mask"] = half_mask(tmp_path)
+    request = SDXLInputs(
+        prompt="x", refine="expert_ensemble_refiner", width=256, height=256, **inputs
+    )
+    with pytest.raises(InputError) as err:
+        sdxl.predict(request)
+    for word in ("num_inference_steps", "high_noise_frac", "expert_ensemble_refiner"):
+        assert word in str(err.value)
+
+
+def test_a_workable_ensemble_split_runs(sdxl):
+    request = SDXLInputs(prompt="x", refine="expert_ensemble_refiner", high_noise_frac=0.5, **SMALL)
+    assert len(sdxl.predict(request)) == 1
+
+
+@pytest.mark.parametrize("steps", [1, 2, 3])
+def test_pndm_runs_with_very_few_steps(sdxl, steps):
+    request = SDXLInputs(prompt="x", scheduler="PNDM", **{**SMALL, "num_inference_steps": steps})
+    assert len(sdxl.predict(request)) == 1
+
+
+def test_zero_steps_is_refused_not_replaced_by_the_default(sdxl):
+    with pytest.raises(InputError, match="num_inference_steps"):
+        sdxl.plan(sdxl.spec, SDXLInputs(prompt="x", num_inference_steps=0))
+
+
+def test_predictions_log_no_empty_float32_warnings(sdxl, gradient, caplog):
+    with caplog.at_level(logging.WARNING):
+        sdxl.predict(SDXLInputs(prompt="x", image=gradient, **FEW))
+    assert not [r for r in caplog.records if "kept in float32" in r.getMessage()]

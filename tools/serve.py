@@ -22,8 +22,8 @@ def main(argv: list[str] | None = None) -> None:
     print(f"Serving {model} ({ref}) on http://{args.host}:{args.port}", file=sys.stderr)
     print("Wrote .cog/openapi_schema.json: inputs are validated like a cog build image.")
     os.chdir(REPO)
-    cmd = command(args.host, "predict")
-    os.execve(cmd[0], cmd, server_env(ref, args.port, mode="predict", extra=env))
+    cmd = command(args.host)
+    os.execve(cmd[0], cmd, server_env(ref, args.port, extra=env))
 
 
 if __name__ == "__main__":

@@ -67,20 +67,19 @@ def model_ref(model: str, root: Path = REPO) -> tuple[str, dict[str, str]]:
     return ref, {"MODEL_NAME": spec.name}
 
 
-def server_env(ref: str, port: int, *, mode: str, extra: dict[str, str] | None) -> dict[str, str]:
+def server_env(ref: str, port: int, *, extra: dict[str, str] | None) -> dict[str, str]:
     env = dict(os.environ)
     # coglet's worker runs `python` from PATH: it must be this interpreter.
     env["PATH"] = os.path.dirname(sys.executable) + os.pathsep + env.get("PATH", "")
     env["PORT"] = str(port)
     env["PYTHONUNBUFFERED"] = "1"
-    env["COG_TRAIN_TYPE_STUB" if mode == "train" else "COG_PREDICT_TYPE_STUB"] = ref
+    env["COG_PREDICT_TYPE_STUB"] = ref
     env.update(extra or {})
     return env
 
 
-def command(host: str, mode: str) -> list[str]:
-    cmd = [sys.executable, "-m", "cog.server.http", "--host", host]
-    return cmd + (["--x-mode", "train"] if mode == "train" else [])
+def command(host: str) -> list[str]:
+    return [sys.executable, "-m", "cog.server.http", "--host", host]
 
 
 def _tail(path: Path, lines: int = 40) -> str:
@@ -114,7 +113,6 @@ def running(
     ref: str,
     *,
     root: Path = REPO,
-    mode: str = "predict",
     env: dict[str, str] | None = None,
     host: str = "127.0.0.1",
     port: int | None = None,
@@ -124,12 +122,14 @@ def running(
     """Start coglet for `ref` in `root`, wait until READY, yield its base URL, stop it."""
     port = port or free_port()
     if log_path is None:
-        log_path = Path(tempfile.mkstemp(prefix="cog-server-", suffix=".log")[1])
+        handle, name = tempfile.mkstemp(prefix="cog-server-", suffix=".log")
+        os.close(handle)
+        log_path = Path(name)
     with open(log_path, "wb") as log_file:
         proc = subprocess.Popen(
-            command(host, mode),
+            command(host),
             cwd=root,
-            env=server_env(ref, port, mode=mode, extra=env),
+            env=server_env(ref, port, extra=env),
             stdout=log_file,
             stderr=subprocess.STDOUT,
             start_new_session=True,  # so the worker subprocess stops with it
