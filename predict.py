@@ -24,7 +24,8 @@ class Inputs:
             "Optional input image for image-to-image, or for inpainting together with `mask`. "
             "PNG, JPEG or WebP up to 64 megapixels. It is rotated by its EXIF tag, transparent "
             "areas become white, and it is scaled down to fit 1440x1440 and rounded to a multiple "
-            "of 16; the output has that size (see megapixels). aspect_ratio is ignored."
+            "of 16; the output has that size unless megapixels asks for 1 or 0.25. aspect_ratio "
+            "is ignored."
         ),
         default=None,
     )
@@ -47,7 +48,8 @@ class Inputs:
     prompt_strength = Input(
         description=(
             "With an image: how much to change it, 0-1. 1.0 ignores the image entirely; 0.6-0.9 "
-            "is typical. prompt_strength x num_inference_steps must be at least 1."
+            "is typical. The image is reworked for about prompt_strength x num_inference_steps "
+            "steps, and at least one must remain."
         ),
         ge=0.0,
         le=1.0,
@@ -64,11 +66,12 @@ class Inputs:
     megapixels = Input(
         description=(
             "Approximate size of the output: 1 (e.g. 1024x1024) or 0.25 (e.g. 512x512, 4x "
-            "faster). With an input image, 1 or 0.25 keep its shape at that size, and "
-            "match_input keeps its own size (at most 1440x1440)."
+            "faster). match_input, the default: the input image's own size (at most "
+            "1440x1440), or 1 megapixel when there is no input image. With an image, 1 or 0.25 "
+            "keep its shape at that size."
         ),
         choices=["1", "0.25", "match_input"],
-        default="1",
+        default="match_input",
     )
     num_outputs = Input(description="Number of images to generate, 1-4.", ge=1, le=4, default=1)
     seed = Input(

@@ -9,7 +9,6 @@ import torch
 from PIL import Image
 
 from models import common
-from models.errors import InputError
 from models.log import log
 from models.sizes import MATCH_INPUT, size_for_aspect_ratio
 from models.specs import ModelSpec
@@ -24,7 +23,7 @@ class FluxInputs:
     mask: Path | None = None
     prompt_strength: float = 0.8
     aspect_ratio: str = "1:1"
-    megapixels: str = "1"
+    megapixels: str = MATCH_INPUT
     num_outputs: int = 1
     num_inference_steps: int | None = None
     guidance: float | None = None
@@ -54,12 +53,9 @@ def plan(spec: ModelSpec, inputs: FluxInputs) -> FluxJob:
         inputs.image, inputs.mask, multiple=spec.size_multiple, megapixels=inputs.megapixels
     )
     if image is None:
-        if inputs.megapixels == MATCH_INPUT:
-            raise InputError(
-                "megapixels=match_input needs an input image to match. Send `image`, "
-                "or choose megapixels 1 or 0.25."
-            )
-        width, height = size_for_aspect_ratio(inputs.aspect_ratio, inputs.megapixels)
+        # match_input (the default) means 1 megapixel when there is nothing to match.
+        megapixels = "1" if inputs.megapixels == MATCH_INPUT else inputs.megapixels
+        width, height = size_for_aspect_ratio(inputs.aspect_ratio, megapixels)
     else:
         width, height = image.size
         log.info(f"Output size {width}x{height} follows the input image; aspect_ratio is ignored.")

@@ -86,11 +86,16 @@ def test_generated_image_has_the_planned_size(schnell):
 def test_img2img_output_takes_the_normalised_input_size(schnell, tmp_path, caplog):
     source = write_image(tmp_path / "in.png", size=(2000, 1000))
     with caplog.at_level(logging.INFO, logger="models"):
-        paths = schnell.predict(
-            FluxInputs(prompt="x", image=source, megapixels="match_input", seed=1)
-        )
+        paths = schnell.predict(FluxInputs(prompt="x", image=source, seed=1))  # default size
     assert Image.open(paths[0]).size == (1440, 720)
     assert "Mode: img2img" in caplog.text and "aspect_ratio is ignored" in caplog.text
+
+
+def test_default_size_is_the_image_size_or_one_megapixel(schnell, tmp_path):
+    small = write_image(tmp_path / "small.png", size=(500, 330))
+    assert plan(schnell.spec, FluxInputs(prompt="x", image=small)).width == 496
+    job = plan(schnell.spec, FluxInputs(prompt="x", aspect_ratio="16:9"))
+    assert (job.width, job.height) == (1344, 768)
 
 
 def test_img2img_megapixels_keeps_the_input_shape(schnell, tmp_path):
@@ -143,7 +148,7 @@ def test_schnell_takes_no_guidance(schnell):
     "inputs, words",
     [
         (dict(mask="mask.png"), ["mask", "image"]),
-        (dict(megapixels="match_input"), ["megapixels", "image"]),
+        (dict(megapixels="2"), ["megapixels"]),
         (dict(image="in.png", prompt_strength=0.0), ["prompt_strength", "num_inference_steps"]),
         (dict(num_inference_steps=0), ["num_inference_steps"]),
         (dict(num_inference_steps=5), ["num_inference_steps", "1", "4"]),

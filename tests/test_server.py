@@ -103,7 +103,7 @@ def test_disabled_safety_checker_logs_nothing_about_safety(server):
         ({"mask": data_uri(image_bytes())}, ["mask", "image"]),
         ({"image": data_uri(b"\x89PNG\r\n\x1a\nbroken")}, ["image"]),
         ({"image": data_uri(b"just some text", "text/plain")}, ["image"]),
-        ({"megapixels": "match_input"}, ["megapixels", "image"]),
+        ({"image": data_uri(image_bytes()), "prompt_strength": 0.0}, ["prompt_strength"]),
     ],
 )
 def test_failures_name_the_input_and_the_server_keeps_serving(server, inputs, words):
