@@ -169,6 +169,8 @@ def main_weights(spec: ModelSpec, settings: Settings) -> tuple[Path, Path | None
     log.info(f"Using MODEL_WEIGHTS={settings.model_weights} in place of {spec.weights}")
     if path.is_dir():
         return path, None
+    if spec.single_file == "transformer":  # the other components come from the variant
+        return path, resolve(spec.weights, settings)
     try:
         return path, resolve(spec.weights, settings, download=False)
     except WeightsError:

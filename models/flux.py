@@ -84,9 +84,20 @@ class FluxEngine:
 
         self.spec, self.device = spec, device
         dtype = common.pick_dtype(spec.dtype, device)
-        base = common.load_pipeline(
-            FluxPipeline, weights, dtype=dtype, device=device, config=config
-        )
+        if weights.is_file():
+            # A FLUX fine-tune file holds only the transformer; `config` is the variant's
+            # folder, which supplies its config and every other component.
+            from diffusers import FluxTransformer2DModel
+
+            log.info(f"Loading the transformer from {weights.name}")
+            transformer = FluxTransformer2DModel.from_single_file(
+                str(weights), config=str(config), subfolder="transformer", dtype=dtype
+            )
+            base = common.load_pipeline(
+                FluxPipeline, config, dtype=dtype, device=device, transformer=transformer
+            )
+        else:
+            base = common.load_pipeline(FluxPipeline, weights, dtype=dtype, device=device)
         modes = {"img2img": FluxImg2ImgPipeline, "inpaint": FluxInpaintPipeline}
         self.pipes = {"txt2img": base, **common.derive_pipes(base, modes, dtype=dtype)}
 

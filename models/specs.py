@@ -32,6 +32,9 @@ class ModelSpec:
     dtype: str
     # Manifest entry of an optional refiner (SDXL).
     refiner: str | None = None
+    # What a single-file checkpoint in MODEL_WEIGHTS holds: the whole "pipeline" (SDXL
+    # fine-tunes) or only the "transformer" (FLUX fine-tunes; the rest is this variant's).
+    single_file: str = "pipeline"
     # Default of the `scheduler` input; None: the model has no scheduler choice (FLUX).
     scheduler: str | None = None
     # Manifest entries of the two safety checkers: CompVis, then Falcons.ai ViT.
@@ -45,7 +48,13 @@ class ModelSpec:
 
 
 def _flux(name: str, **kw) -> ModelSpec:
-    defaults = dict(family="flux", max_guidance=10.0, size_multiple=16, dtype="bfloat16")
+    defaults = dict(
+        family="flux",
+        max_guidance=10.0,
+        size_multiple=16,
+        dtype="bfloat16",
+        single_file="transformer",
+    )
     return ModelSpec(name=name, **{**defaults, **kw})
 
 

@@ -7,6 +7,7 @@ from dataclasses import replace
 
 import numpy as np
 import pytest
+import torch
 from PIL import Image
 
 from models.errors import InputError
@@ -180,3 +181,26 @@ def test_low_strength_still_runs_one_flux_step(schnell, tmp_path, caplog):
     with caplog.at_level(logging.INFO, logger="models"):
         assert len(schnell.predict(inputs)) == 1
     assert "Step 1/1" in caplog.text
+
+
+def test_model_weights_single_file_replaces_only_the_transformer(settings, tmp_path):
+    from diffusers import FluxTransformer2DModel
+    from safetensors.torch import save_file
+
+    from models.resolver import resolve
+
+    folder = resolve("tiny-flux-schnell", settings)
+    transformer = FluxTransformer2DModel.from_pretrained(folder, subfolder="transformer")
+    # A "fine-tune": the same network with different weights, as one .safetensors file.
+    tuned = {k: (v * 1.5).contiguous() for k, v in transformer.state_dict().items()}
+    save_file(tuned, tmp_path / "my-flux-finetune.safetensors")
+    base = replace(settings, safety_checker=False)
+    custom = replace(base, model_weights=str(tmp_path / "my-flux-finetune.safetensors"))
+    spec = get_spec("tiny-flux-schnell")
+    model = FluxModel(spec, custom)
+    loaded = model.engine.pipes["txt2img"].transformer.state_dict()
+    assert all(torch.equal(loaded[k], tuned[k]) for k in tuned)
+    inputs = FluxInputs(prompt="a fox", megapixels="0.25", seed=9, output_format="png")
+    ours = pixels(model.predict(inputs)[0])
+    theirs = pixels(FluxModel(spec, base).predict(inputs)[0])
+    assert np.abs(ours - theirs).max() > 0
