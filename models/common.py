@@ -13,7 +13,7 @@ from pathlib import Path
 import torch
 from PIL import Image
 
-from models.errors import InputError, WeightsError
+from models.errors import InputError, WeightsError, check_range
 from models.imaging import load_image, load_mask, resize_image
 from models.log import log
 from models.outputs import save_images
@@ -24,18 +24,6 @@ from models.sizes import MAX_SIDE, size_for_image
 from models.specs import ModelSpec
 
 MAX_SEED = 2**32 - 1
-
-
-def check_range(name: str, value: float, low: float, high: float) -> None:
-    """The server's schema already enforces ranges; this keeps direct calls honest."""
-    if not low <= value <= high:
-        raise InputError(f"{name}={value} is out of range: use a value from {low} to {high}.")
-
-
-def check_choice(name: str, value: str, choices) -> None:
-    if value not in choices:
-        listed = ", ".join(f'"{choice}"' for choice in choices)
-        raise InputError(f"{name} {value!r} is not supported. Choose one of: {listed}.")
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -5,7 +5,7 @@ from pathlib import Path
 
 from PIL import Image
 
-from models.errors import InputError
+from models.errors import check_choice, check_range
 from models.log import log
 
 OUTPUT_FORMATS = ("webp", "jpg", "png")
@@ -26,15 +26,8 @@ def save_images(
     outputs of one prediction never overwrite another's. Quality applies to webp and jpg;
     png is lossless and ignores it.
     """
-    if output_format not in OUTPUT_FORMATS:
-        choices = ", ".join(f'"{name}"' for name in OUTPUT_FORMATS)
-        raise InputError(
-            f"output_format {output_format!r} is not supported. Choose one of: {choices}."
-        )
-    if not 0 <= output_quality <= 100:
-        raise InputError(
-            f"output_quality {output_quality} is out of range. Choose a value from 0 to 100."
-        )
+    check_choice("output_format", output_format, OUTPUT_FORMATS)
+    check_range("output_quality", output_quality, 0, 100)
     if indices is None:
         indices = list(range(len(images)))
     if len(indices) != len(images):

@@ -6,7 +6,7 @@ requested or input size, so a user can see why the output is not the size they e
 
 import math
 
-from models.errors import InputError
+from models.errors import check_choice
 from models.log import log
 
 # Width x height of about one megapixel, each side a multiple of 64 (the same table
@@ -32,26 +32,10 @@ MAX_SIDE = 1440
 _MEGAPIXEL = 1024 * 1024
 
 
-def _choices(values) -> str:
-    return ", ".join(f'"{value}"' for value in values)
-
-
 def size_for_aspect_ratio(aspect_ratio: str, megapixels: str) -> tuple[int, int]:
     """The table size for `aspect_ratio`; "0.25" megapixels halves each side."""
-    if aspect_ratio not in ASPECT_RATIOS:
-        raise InputError(
-            f"aspect_ratio {aspect_ratio!r} is not supported. "
-            f"Choose one of: {_choices(ASPECT_RATIOS)}."
-        )
-    if megapixels == MATCH_INPUT:
-        raise InputError(
-            f'megapixels "{MATCH_INPUT}" needs an input image. '
-            f"Give an image, or choose one of: {_choices(MEGAPIXELS)}."
-        )
-    if megapixels not in MEGAPIXELS:
-        raise InputError(
-            f"megapixels {megapixels!r} is not supported. Choose one of: {_choices(MEGAPIXELS)}."
-        )
+    check_choice("aspect_ratio", aspect_ratio, ASPECT_RATIOS)
+    check_choice("megapixels", megapixels, MEGAPIXELS)
     width, height = ASPECT_RATIOS[aspect_ratio]
     if megapixels == "0.25":
         return width // 2, height // 2
@@ -89,11 +73,7 @@ def size_for_image(
     """
     if width < 1 or height < 1:
         raise ValueError(f"image size must be positive, got {width}x{height}")
-    if megapixels != MATCH_INPUT and megapixels not in MEGAPIXELS:
-        raise InputError(
-            f"megapixels {megapixels!r} is not supported. "
-            f"Choose one of: {_choices((MATCH_INPUT, *MEGAPIXELS))}."
-        )
+    check_choice("megapixels", megapixels, (*MEGAPIXELS, MATCH_INPUT))
     # Fit inside the largest multiple not above max_side, so that rounding to the
     # nearest multiple afterwards can never push a side past max_side.
     limit = max(multiple, max_side // multiple * multiple)
