@@ -9,6 +9,7 @@ import torch
 from PIL import Image
 
 from models import common
+from models.errors import check_range
 from models.log import log
 from models.sizes import MATCH_INPUT, size_for_aspect_ratio
 from models.specs import ModelSpec
@@ -40,13 +41,13 @@ class FluxJob(common.Job):
 
 def plan(spec: ModelSpec, inputs: FluxInputs) -> FluxJob:
     """Validate inputs and decide everything the pipeline needs."""
-    common.check_range("num_outputs", inputs.num_outputs, 1, 4)
+    check_range("num_outputs", inputs.num_outputs, 1, 4)
     steps = spec.default_steps if inputs.num_inference_steps is None else inputs.num_inference_steps
-    common.check_range("num_inference_steps", steps, 1, spec.max_steps)
+    check_range("num_inference_steps", steps, 1, spec.max_steps)
     guidance = 0.0
     if spec.guidance is not None:
         guidance = spec.guidance if inputs.guidance is None else inputs.guidance
-        common.check_range("guidance", guidance, 0.0, spec.max_guidance)
+        check_range("guidance", guidance, 0.0, spec.max_guidance)
     if inputs.go_fast:
         log.info("go_fast has no effect yet in this release: running at full precision.")
     image, mask = common.load_init_images(

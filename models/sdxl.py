@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from models import common
-from models.errors import InputError
+from models.errors import InputError, check_choice, check_range
 from models.log import log
 from models.sdxl_engine import REFINER_STRENGTH, SCHEDULERS, SDXLEngine
 from models.sizes import MATCH_INPUT, round_to_multiple
@@ -66,7 +66,7 @@ class SDXLJob(common.Job):
 
 def _refine_steps(inputs: SDXLInputs, steps: int, max_steps: int) -> int | None:
     if inputs.refine_steps is not None:
-        common.check_range("refine_steps", inputs.refine_steps, 1, max_steps)
+        check_range("refine_steps", inputs.refine_steps, 1, max_steps)
         if inputs.refine != "base_image_refiner":
             # As in cog-sdxl: the ensemble splits num_inference_steps at high_noise_frac.
             log.info(f"refine_steps is ignored with refine={inputs.refine}")
@@ -83,7 +83,7 @@ def _refine_steps(inputs: SDXLInputs, steps: int, max_steps: int) -> int | None:
 
 
 def _check_ensemble(inputs: SDXLInputs, has_image: bool) -> None:
-    common.check_range("high_noise_frac", inputs.high_noise_frac, 0.0, 1.0)
+    check_range("high_noise_frac", inputs.high_noise_frac, 0.0, 1.0)
     if inputs.refine != "expert_ensemble_refiner":
         return
     if not 0 < inputs.high_noise_frac < 1:
@@ -102,14 +102,14 @@ def _check_ensemble(inputs: SDXLInputs, has_image: bool) -> None:
 
 def plan(spec: ModelSpec, inputs: SDXLInputs) -> SDXLJob:
     """Validate inputs and decide everything the pipelines need."""
-    common.check_range("num_outputs", inputs.num_outputs, 1, 4)
+    check_range("num_outputs", inputs.num_outputs, 1, 4)
     steps = spec.default_steps if inputs.num_inference_steps is None else inputs.num_inference_steps
-    common.check_range("num_inference_steps", steps, 1, spec.max_steps)
+    check_range("num_inference_steps", steps, 1, spec.max_steps)
     guidance = spec.guidance if inputs.guidance_scale is None else inputs.guidance_scale
-    common.check_range("guidance_scale", guidance, 0.0, spec.max_guidance)
+    check_range("guidance_scale", guidance, 0.0, spec.max_guidance)
     scheduler = inputs.scheduler or spec.scheduler
-    common.check_choice("scheduler", scheduler, SCHEDULERS)
-    common.check_choice("refine", inputs.refine, REFINE_MODES)
+    check_choice("scheduler", scheduler, SCHEDULERS)
+    check_choice("refine", inputs.refine, REFINE_MODES)
     refine_steps = _refine_steps(inputs, steps, spec.max_steps)
     _check_ensemble(inputs, has_image=inputs.image is not None)
     image, mask = common.load_init_images(
@@ -120,8 +120,8 @@ def plan(spec: ModelSpec, inputs: SDXLInputs) -> SDXLJob:
         max_side=MAX_SIDE,
     )
     if image is None:
-        common.check_range("width", inputs.width, MIN_SIDE, MAX_SIDE)
-        common.check_range("height", inputs.height, MIN_SIDE, MAX_SIDE)
+        check_range("width", inputs.width, MIN_SIDE, MAX_SIDE)
+        check_range("height", inputs.height, MIN_SIDE, MAX_SIDE)
         width, height = round_to_multiple(inputs.width, inputs.height, spec.size_multiple)
     else:
         width, height = image.size

@@ -47,7 +47,8 @@ MODES = {
 }
 REFINERS = {
     "no_refiner": {},
-    "expert_ensemble_refiner": {"high_noise_frac": 0.5},
+    # Enough steps that, after prompt_strength, base and refiner each get some.
+    "expert_ensemble_refiner": {"high_noise_frac": 0.5, "num_inference_steps": 10},
     "base_image_refiner": {"refine_steps": 4},
 }
 
