@@ -15,7 +15,7 @@ from tests.conftest import (
     script_predict,
     serving,
 )
-from tools.server import predict
+from tools.server import http_json, predict
 
 pytestmark = pytest.mark.server
 
@@ -98,3 +98,14 @@ def test_script_predict_with_a_negative_prompt(tmp_path):
     assert result.returncode == 0, result.stderr[-3000:]
     with Image.open(tmp_path / "output.0.webp") as img:
         assert img.size == (1024, 1024)
+
+
+def test_servers_of_different_models_run_side_by_side(server, tmp_path_factory):
+    with serving("tiny-flux-schnell", tmp_path_factory) as flux:
+        _, sdxl_schema = http_json("GET", f"{server}/openapi.json")
+        _, flux_schema = http_json("GET", f"{flux}/openapi.json")
+        status, _ = predict(flux, {"prompt": "x", "scheduler": "DDIM"})
+    assert "scheduler" in sdxl_schema["components"]["schemas"]["Input"]["properties"]
+    assert "scheduler" not in flux_schema["components"]["schemas"]["Input"]["properties"]
+    assert "aspect_ratio" in flux_schema["components"]["schemas"]["Input"]["properties"]
+    assert status == 200  # unknown inputs are dropped, as coglet does; validated per server

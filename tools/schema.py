@@ -336,10 +336,11 @@ def _go_order(value: Any, ordered: bool = False) -> Any:
     }
 
 
-def write_schema(ref: str, root: Path) -> Path:
-    """Write root/.cog/openapi_schema.json for `ref` and return its path."""
+def write_schema(ref: str, root: Path, *, into: Path | None = None) -> Path:
+    """Write .cog/openapi_schema.json for `ref` (a file relative to `root`) into `into`,
+    by default `root` as `cog build` does, and return its path."""
     text = to_json(openapi_schema(load_target(ref, Path(root))))
-    out = Path(root) / ".cog" / "openapi_schema.json"
+    out = Path(into or root) / ".cog" / "openapi_schema.json"
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = out.with_suffix(".json.tmp")
     tmp.write_text(text, encoding="utf-8")

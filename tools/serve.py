@@ -7,6 +7,7 @@ import os
 import sys
 
 from models.specs import SPECS
+from tools.schema import write_schema
 from tools.select import selected_model
 from tools.server import REPO, command, model_ref, server_env
 
@@ -19,6 +20,7 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     model = args.model or selected_model()
     ref, env = model_ref(model)
+    write_schema(ref, REPO)  # where `cog build` puts it: coglet reads it from its cwd
     print(f"Serving {model} ({ref}) on http://{args.host}:{args.port}", file=sys.stderr)
     print("Wrote .cog/openapi_schema.json: inputs are validated like a cog build image.")
     os.chdir(REPO)

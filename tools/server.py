@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -59,12 +60,10 @@ def predict(base_url: str, inputs: dict, *, busy_wait: float = 60.0, path="/pred
         time.sleep(0.1)
 
 
-def model_ref(model: str, root: Path = REPO) -> tuple[str, dict[str, str]]:
-    """Write the schema for `model` and return the predictor ref and its environment."""
+def model_ref(model: str) -> tuple[str, dict[str, str]]:
+    """The predictor ref (relative to the repo) that serves `model`, and its environment."""
     spec = get_spec(model)
-    ref = f"predict.py:{spec.predictor}"
-    write_schema(ref, root)
-    return ref, {"MODEL_NAME": spec.name}
+    return f"predict.py:{spec.predictor}", {"MODEL_NAME": spec.name}
 
 
 def server_env(ref: str, port: int, *, extra: dict[str, str] | None) -> dict[str, str]:
@@ -119,8 +118,15 @@ def running(
     log_path: Path | None = None,
     ready_timeout: float = 600.0,
 ) -> Iterator[str]:
-    """Start coglet for `ref` in `root`, wait until READY, yield its base URL, stop it."""
+    """Start coglet for `ref` (a file in `root`), wait until READY, yield its base URL, stop
+    it. Each run gets a private working folder holding its own .cog/openapi_schema.json,
+    so servers of different models can run side by side."""
     port = port or free_port()
+    run_dir = Path(tempfile.mkdtemp(prefix="cog-run-"))
+    write_schema(ref, root, into=run_dir)
+    file, _, name = ref.partition(":")
+    stub = f"{(Path(root) / file).resolve()}:{name}"
+    pythonpath = os.pathsep.join(filter(None, [str(root), os.environ.get("PYTHONPATH")]))
     if log_path is None:
         handle, name = tempfile.mkstemp(prefix="cog-server-", suffix=".log")
         os.close(handle)
@@ -128,8 +134,8 @@ def running(
     with open(log_path, "wb") as log_file:
         proc = subprocess.Popen(
             command(host),
-            cwd=root,
-            env=server_env(ref, port, extra=env),
+            cwd=run_dir,
+            env=server_env(stub, port, extra={"PYTHONPATH": pythonpath, **(env or {})}),
             stdout=log_file,
             stderr=subprocess.STDOUT,
             start_new_session=True,  # so the worker subprocess stops with it
@@ -140,6 +146,7 @@ def running(
         yield base_url
     finally:
         stop(proc)
+        shutil.rmtree(run_dir, ignore_errors=True)
 
 
 def stop(proc: subprocess.Popen) -> None:
