@@ -82,21 +82,15 @@ def _refine_steps(inputs: SDXLInputs, steps: int, max_steps: int) -> int | None:
     return refine_steps
 
 
-def _check_ensemble(inputs: SDXLInputs, has_image: bool) -> None:
+def _check_ensemble(inputs: SDXLInputs) -> None:
+    # How steps split between base and refiner is checked exactly, with the request's
+    # scheduler, by SDXLEngine.check_ensemble_split; this only rejects the endpoints.
     check_range("high_noise_frac", inputs.high_noise_frac, 0.0, 1.0)
-    if inputs.refine != "expert_ensemble_refiner":
-        return
-    if not 0 < inputs.high_noise_frac < 1:
+    if inputs.refine == "expert_ensemble_refiner" and not 0 < inputs.high_noise_frac < 1:
         raise InputError(
             f"high_noise_frac={inputs.high_noise_frac} leaves one of the two models no steps: "
             "with expert_ensemble_refiner it is the share the base runs before the refiner "
             "takes over. Use a value between 0 and 1, e.g. 0.8."
-        )
-    if has_image and inputs.prompt_strength <= 1 - inputs.high_noise_frac:
-        raise InputError(
-            f"prompt_strength={inputs.prompt_strength} starts below the refiner's share "
-            f"(1 - high_noise_frac = {1 - inputs.high_noise_frac:.2g}), so the base model would "
-            "run no step. Raise prompt_strength or high_noise_frac, or use base_image_refiner."
         )
 
 
@@ -111,7 +105,7 @@ def plan(spec: ModelSpec, inputs: SDXLInputs) -> SDXLJob:
     check_choice("scheduler", scheduler, SCHEDULERS)
     check_choice("refine", inputs.refine, REFINE_MODES)
     refine_steps = _refine_steps(inputs, steps, spec.max_steps)
-    _check_ensemble(inputs, has_image=inputs.image is not None)
+    _check_ensemble(inputs)
     image, mask = common.load_init_images(
         inputs.image,
         inputs.mask,

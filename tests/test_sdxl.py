@@ -226,10 +226,6 @@ def test_refine_steps_drive_base_image_refiner_only(sdxl, caplog):
         (dict(guidance_scale=21), ["guidance_scale"]),
         (dict(num_inference_steps=101), ["num_inference_steps"]),
         (dict(refine="expert_ensemble_refiner", high_noise_frac=1.0), ["high_noise_frac"]),
-        (
-            dict(refine="expert_ensemble_refiner", image="in.png", prompt_strength=0.15),
-            ["prompt_strength", "high_noise_frac"],
-        ),
         (dict(refine="base_image_refiner", refine_steps=3), ["refine_steps"]),
         (dict(refine_steps=101), ["refine_steps"]),
     ],
@@ -343,6 +339,7 @@ def test_predictor_serves_tiny_sdxl_and_casts_integers(monkeypatch):
         dict(num_inference_steps=1),
         dict(num_inference_steps=10, high_noise_frac=0.95, scheduler="DPMSolverMultistep"),
         dict(num_inference_steps=2, prompt_strength=0.5, image=True, mask=True),
+        dict(num_inference_steps=30, prompt_strength=0.15, image=True),
     ],
 )
 def test_ensemble_split_leaving_a_model_no_step_names_the_inputs(sdxl, gradient, tmp_path, inputs):
