@@ -11,8 +11,9 @@ from typing import Optional
 
 from cog import BasePredictor, Input, Path
 
-from models.flux import FluxInputs, FluxModel
-from models.sdxl import SDXLInputs, SDXLModel
+from models.families import FAMILIES
+from models.flux import FluxInputs
+from models.sdxl import SDXLInputs
 from models.settings import load_settings
 from models.specs import get_spec
 
@@ -120,17 +121,18 @@ def _configure_logging() -> None:
     logger.setLevel(logging.INFO)
 
 
-def _load(model_cls, predictor: str, default_model: str):
-    """Set up the variant MODEL_NAME names (default_model if unset) with model_cls."""
+def _load(predictor: BasePredictor, default_model: str):
+    """Set up the variant MODEL_NAME names (default_model if unset) for this predictor."""
     _configure_logging()
     settings = load_settings()
     spec = get_spec(settings.model or default_model)
-    if spec.predictor != predictor:
+    name = type(predictor).__name__
+    if spec.predictor != name:
         raise ValueError(
-            f"MODEL_NAME={spec.name} is served by {spec.predictor}, not {predictor}. "
+            f"MODEL_NAME={spec.name} is served by {spec.predictor}, not {name}. "
             f"Run `script/select {spec.name}` to point cog.yaml at the right class."
         )
-    return model_cls(spec, settings)
+    return FAMILIES[spec.family](spec, settings)
 
 
 # JSON Schema counts 4.0 as an integer, and coglet passes it on unconverted.
@@ -156,7 +158,7 @@ def _inputs(inputs_cls, arguments: dict):
 
 class FluxSchnellPredictor(BasePredictor):
     def setup(self) -> None:
-        self.model = _load(FluxModel, "FluxSchnellPredictor", "flux-schnell")
+        self.model = _load(self, "flux-schnell")
 
     def predict(
         self,
@@ -184,7 +186,7 @@ class FluxSchnellPredictor(BasePredictor):
 
 class FluxDevPredictor(BasePredictor):
     def setup(self) -> None:
-        self.model = _load(FluxModel, "FluxDevPredictor", "flux-dev")
+        self.model = _load(self, "flux-dev")
 
     def predict(
         self,
@@ -221,7 +223,7 @@ class FluxDevPredictor(BasePredictor):
 
 class SDXLPredictor(BasePredictor):
     def setup(self) -> None:
-        self.model = _load(SDXLModel, "SDXLPredictor", "sdxl")
+        self.model = _load(self, "sdxl")
 
     def predict(
         self,

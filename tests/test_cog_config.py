@@ -91,3 +91,11 @@ def test_step_and_guidance_inputs_follow_the_spec(name):
         assert guidance is None
     else:
         assert (guidance["default"], guidance["maximum"]) == (spec.guidance, spec.max_guidance)
+
+
+def test_a_variant_served_by_another_class_fails_setup_with_the_fix(monkeypatch):
+    monkeypatch.setenv("MODEL_NAME", "tiny-flux-schnell")
+    with pytest.raises(ValueError) as err:
+        predict.FluxDevPredictor().setup()
+    message = str(err.value)
+    assert "FluxSchnellPredictor" in message and "script/select tiny-flux-schnell" in message
