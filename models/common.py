@@ -142,8 +142,8 @@ def finish(
     )
 
 
-def load_safety(names: tuple[str, str], device: str, resolve) -> SafetyChecker:
-    compvis, falcon = (resolve(name) for name in names)
+def load_safety(names: tuple[str, str], device: str, fetch) -> SafetyChecker:
+    compvis, falcon = (fetch(name) for name in names)
     return SafetyChecker.load(compvis, falcon, device=device)
 
 
