@@ -8,7 +8,6 @@ import json
 import logging
 import random
 import re
-import socket
 import tarfile
 import threading
 import time
@@ -19,6 +18,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 import pytest
 
 from models.download import DownloadError, download_url
+from tools.server import free_port
 
 CHUNK = 32 * 2**10
 
@@ -286,9 +286,7 @@ def test_empty_file(server, tmp_path):
 
 
 def test_unreachable_host(tmp_path):
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]  # closed again below: nothing listens there
+    port = free_port()  # a port nothing listens on
     dest = tmp_path / "w"
     url = f"http://127.0.0.1:{port}/model.tar"
     with pytest.raises(DownloadError, match="Could not reach") as err:

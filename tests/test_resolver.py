@@ -14,6 +14,7 @@ import pytest
 from models import manifest, resolver, tiny
 from models.errors import WeightsError
 from models.manifest import Source, WeightsEntry
+from tools.server import free_port
 
 
 @pytest.fixture
@@ -47,11 +48,7 @@ def file_server(tmp_path):
 
 
 def _dead_url() -> str:
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return f"http://127.0.0.1:{s.getsockname()[1]}/weights.tar"
+    return f"http://127.0.0.1:{free_port()}/weights.tar"  # nothing listens there
 
 
 def test_build_entry_is_built_once_and_rebuilt_when_stale(entries, weights_settings, monkeypatch):

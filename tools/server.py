@@ -49,12 +49,12 @@ def http_json(method: str, url: str, body: dict | None = None, timeout: float = 
             return err.code, {"error": raw.decode(errors="replace")}
 
 
-def predict(base_url: str, inputs: dict, *, busy_wait: float = 60.0, path="/predictions"):
+def predict(base_url: str, inputs: dict, *, busy_wait: float = 60.0):
     """POST a prediction; (status, body). coglet answers 409 while the previous
     prediction's slot is still being released, so that is retried briefly."""
     deadline = time.monotonic() + busy_wait
     while True:
-        status, body = http_json("POST", f"{base_url}{path}", {"input": inputs})
+        status, body = http_json("POST", f"{base_url}/predictions", {"input": inputs})
         if status != 409 or time.monotonic() > deadline:
             return status, body
         time.sleep(0.1)
