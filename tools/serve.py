@@ -22,7 +22,10 @@ def main(argv: list[str] | None = None) -> None:
     ref, env = model_ref(model)
     write_schema(ref, REPO)  # where `cog build` puts it: coglet reads it from its cwd
     print(f"Serving {model} ({ref}) on http://{args.host}:{args.port}", file=sys.stderr)
-    print("Wrote .cog/openapi_schema.json: inputs are validated like a cog build image.")
+    print(
+        "Wrote .cog/openapi_schema.json: inputs are validated like a cog build image.",
+        file=sys.stderr,
+    )
     os.chdir(REPO)
     cmd = command(args.host)
     os.execve(cmd[0], cmd, server_env(ref, args.port, extra=env))
