@@ -9,7 +9,7 @@ import logging
 import sys
 from typing import Optional
 
-from cog import BasePredictor, Input, Path
+from cog import BasePredictor, Input, Path, Secret
 
 from models.families import FAMILIES
 from models.flux import FluxInputs
@@ -109,6 +109,51 @@ class Inputs:
         ),
         default=False,
     )
+    lora_weights = Input(
+        description=(
+            "A LoRA to apply. Accepted: a Replicate model 'owner/model' or "
+            "'owner/model/version' (its trained weights); 'huggingface.co/owner/repo' or a file "
+            "in it, 'huggingface.co/owner/repo/resolve/main/style.safetensors'; a CivitAI page "
+            "'civitai.com/models/12345?modelVersionId=67890' or download link "
+            "'civitai.com/api/download/models/67890'; an https URL of a .safetensors file or of "
+            "a .tar/.zip holding one (signed URLs with a query string too); a data: URI; a local "
+            "path. Layouts: diffusers/PEFT, kohya/sd-scripts, XLabs, ComfyUI. When a repo or "
+            "archive holds several .safetensors, lora.safetensors or "
+            "pytorch_lora_weights.safetensors is used, else the shallowest, shortest name; the "
+            "choice is logged. Fetched LoRAs are cached on disk and stay loaded between requests."
+        ),
+        default=None,
+    )
+    lora_scale = Input(
+        description=(
+            "Strength of lora_weights, -1 to 3: 1 applies it as trained, 0 gives the same image "
+            "as no LoRA, negative values push away from what it learnt."
+        ),
+        ge=-1,
+        le=3,
+        default=1,
+    )
+    extra_lora = Input(
+        description=(
+            "A second LoRA applied together with lora_weights, from the same kinds of sources "
+            "(e.g. 'huggingface.co/owner/style-lora'). Each keeps its own scale."
+        ),
+        default=None,
+    )
+    extra_lora_scale = Input(
+        description="Strength of extra_lora, -1 to 3 (as lora_scale).",
+        ge=-1,
+        le=3,
+        default=1,
+    )
+    hf_api_token = Input(
+        description="Hugging Face token for LoRAs in private or gated repos. Never logged.",
+        default=None,
+    )
+    civitai_api_token = Input(
+        description="CivitAI API token for LoRAs that need a login to download. Never logged.",
+        default=None,
+    )
 
 
 def _configure_logging() -> None:
@@ -150,6 +195,9 @@ _INTEGER_INPUTS = (
 def _inputs(inputs_cls, arguments: dict):
     """predict()'s arguments (from locals()) as plain values of inputs_cls."""
     values = {k: v for k, v in arguments.items() if k != "self"}
+    for name, value in values.items():
+        if isinstance(value, Secret):
+            values[name] = value.get_secret_value() or None
     for name in _INTEGER_INPUTS:
         if values.get(name) is not None:
             values[name] = int(values[name])
@@ -180,6 +228,12 @@ class FluxSchnellPredictor(BasePredictor):
         output_quality: int = Inputs.output_quality,
         disable_safety_checker: bool = Inputs.disable_safety_checker,
         go_fast: bool = Inputs.go_fast,
+        lora_weights: Optional[str] = Inputs.lora_weights,
+        lora_scale: float = Inputs.lora_scale,
+        extra_lora: Optional[str] = Inputs.extra_lora,
+        extra_lora_scale: float = Inputs.extra_lora_scale,
+        hf_api_token: Optional[Secret] = Inputs.hf_api_token,
+        civitai_api_token: Optional[Secret] = Inputs.civitai_api_token,
     ) -> list[Path]:
         return self.model.predict(_inputs(FluxInputs, locals()))
 
@@ -217,6 +271,12 @@ class FluxDevPredictor(BasePredictor):
         output_quality: int = Inputs.output_quality,
         disable_safety_checker: bool = Inputs.disable_safety_checker,
         go_fast: bool = Inputs.go_fast,
+        lora_weights: Optional[str] = Inputs.lora_weights,
+        lora_scale: float = Inputs.lora_scale,
+        extra_lora: Optional[str] = Inputs.extra_lora,
+        extra_lora_scale: float = Inputs.extra_lora_scale,
+        hf_api_token: Optional[Secret] = Inputs.hf_api_token,
+        civitai_api_token: Optional[Secret] = Inputs.civitai_api_token,
     ) -> list[Path]:
         return self.model.predict(_inputs(FluxInputs, locals()))
 
@@ -324,5 +384,11 @@ class SDXLPredictor(BasePredictor):
         output_format: str = Inputs.output_format,
         output_quality: int = Inputs.output_quality,
         disable_safety_checker: bool = Inputs.disable_safety_checker,
+        lora_weights: Optional[str] = Inputs.lora_weights,
+        lora_scale: float = Inputs.lora_scale,
+        extra_lora: Optional[str] = Inputs.extra_lora,
+        extra_lora_scale: float = Inputs.extra_lora_scale,
+        hf_api_token: Optional[Secret] = Inputs.hf_api_token,
+        civitai_api_token: Optional[Secret] = Inputs.civitai_api_token,
     ) -> list[Path]:
         return self.model.predict(_inputs(SDXLInputs, locals()))

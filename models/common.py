@@ -1,64 +1,27 @@
-"""Pieces every model family shares: seeds, devices, progress, input images, outputs,
-loading weights into pipelines, and the setup-once/predict-many model."""
+"""What every model family shares on the engine side: devices, loading weights into
+pipelines, progress logging, finishing outputs, and the setup-once/predict-many model.
+(What a request asks for is decided in models/requests.py, before any of this runs.)"""
 
 from __future__ import annotations
 
 import logging
-import random
 import shutil
 import time
-from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 from PIL import Image
 
-from models.errors import InputError, WeightsError, check_range
-from models.imaging import load_image, load_mask, resize_image
+from models.errors import WeightsError
 from models.log import log
+from models.lora import LoraStore
+from models.lora_cache import LoraCache
+from models.lora_sources import Hosts, Tokens
 from models.outputs import save_images
 from models.resolver import resolve, resolve_custom
 from models.safety import SafetyChecker, filter_safe
 from models.settings import Settings
-from models.sizes import MAX_SIDE, size_for_image
 from models.specs import ModelSpec
-
-MAX_SEED = 2**32 - 1
-
-
-@dataclass(frozen=True, kw_only=True)
-class Job:
-    """A fully decided generation: sizes, steps and seed are final. Families add fields."""
-
-    prompt: str
-    width: int
-    height: int
-    num_outputs: int
-    steps: int
-    guidance: float
-    seed: int
-    image: Image.Image | None = None
-    mask: Image.Image | None = None
-    strength: float = 1.0
-
-    @property
-    def mode(self) -> str:
-        if self.image is None:
-            return "txt2img"
-        return "inpaint" if self.mask is not None else "img2img"
-
-
-def resolve_seed(seed: int | None) -> int:
-    if seed is None:
-        seed = random.SystemRandom().randint(0, MAX_SEED)
-    check_range("seed", seed, 0, MAX_SEED)
-    log.info(f"Using seed: {seed}")
-    return seed
-
-
-def seeded_generator(seed: int) -> torch.Generator:
-    # A CPU generator gives the same noise on every device for a seed.
-    return torch.Generator("cpu").manual_seed(seed)
 
 
 def pick_device(setting: str) -> str:
@@ -83,42 +46,6 @@ def step_logger():
         return {}
 
     return callback
-
-
-def check_strength(prompt_strength: float, steps: int, steps_run: int) -> None:
-    """With an image, a pipeline runs only part of the steps (`steps_run`, by its own
-    rounding rule); none at all would return the input unchanged, silently."""
-    check_range("prompt_strength", prompt_strength, 0.0, 1.0)
-    if steps_run < 1:
-        raise InputError(
-            f"prompt_strength={prompt_strength} with num_inference_steps={steps} leaves no "
-            "denoising step: an input image is changed for about prompt_strength x "
-            "num_inference_steps steps. Raise prompt_strength or num_inference_steps."
-        )
-
-
-def load_init_images(
-    image: Path | None,
-    mask: Path | None,
-    *,
-    multiple: int,
-    megapixels: str,
-    max_side: int = MAX_SIDE,
-) -> tuple[Image.Image | None, Image.Image | None]:
-    """Read the optional input image and mask and bring them to a valid output size."""
-    if mask is not None and image is None:
-        raise InputError(
-            "mask was given without image: inpainting needs both. Send `image` with `mask`, "
-            "or leave out `mask`."
-        )
-    if image is None:
-        return None, None
-    picture = load_image(image, input_name="image")
-    size = size_for_image(
-        *picture.size, multiple=multiple, megapixels=megapixels, max_side=max_side
-    )
-    picture = resize_image(picture, size)
-    return picture, (load_mask(mask, size, input_name="mask") if mask is not None else None)
 
 
 def finish(
@@ -215,32 +142,42 @@ def derive_pipes(base, classes: dict, *, dtype, **kw) -> dict:
     return pipes
 
 
+def lora_store(settings: Settings) -> LoraStore:
+    cache = LoraCache(settings.lora_cache_dir, int(settings.lora_cache_gb * 1e9))
+    hosts = Hosts(settings.hf_endpoint, settings.civitai_endpoint, settings.replicate_endpoint)
+    return LoraStore(cache, hosts)
+
+
 class DiffusionModel:
     """What a predictor does, without Cog: setup once, predict many times.
 
-    A family subclasses it with its `plan` function and `load_engine`; the engine's
-    generate(job) returns PIL images, which are safety-checked and saved here.
+    A family subclasses it with its `plan` function, `load_components` (also what
+    train.py loads) and `engine` class; the engine's generate(job, tokens) returns PIL
+    images, which are safety-checked and saved here.
     """
 
     plan = None  # staticmethod(plan) in a subclass: (spec, inputs) -> job
     inputs = None  # the family's inputs dataclass
+    engine = None  # the family's engine class: (spec, components, device, ...) -> engine
+
+    @classmethod
+    def load_components(cls, spec: ModelSpec, settings: Settings, device: str, *, training=False):
+        """The family's models, loaded once (MODEL_WEIGHTS honoured). `training` leaves out
+        what only serving uses (SDXL's refiner)."""
+        raise NotImplementedError
 
     def __init__(self, spec: ModelSpec, settings: Settings):
         started = time.perf_counter()
         self.spec = spec
         device = pick_device(settings.device)
-
-        def fetch(name: str) -> Path:
-            return resolve(name, settings)
-
-        weights, config = main_weights(spec, settings)
-        self.engine = self.load_engine(weights, config, device, fetch)
+        components = self.load_components(spec, settings, device)
+        self.engine = type(self).engine(
+            spec, components, device, loras=lora_store(settings), max_loras=settings.lora_max_loaded
+        )
+        fetch = lambda name: resolve(name, settings)  # noqa: E731
         self.safety = load_safety(spec.safety, device, fetch) if settings.safety_checker else None
         self._last_outputs: Path | None = None
         log.info(f"Loaded {spec.name} on {device} in {time.perf_counter() - started:.1f}s")
-
-    def load_engine(self, weights: Path, config: Path | None, device: str, fetch):
-        raise NotImplementedError
 
     def predict(self, inputs) -> list[Path]:
         # One request at a time: by the next one, the server has sent the last one's files,
@@ -249,7 +186,8 @@ class DiffusionModel:
             shutil.rmtree(self._last_outputs, ignore_errors=True)
             self._last_outputs = None
         job = self.plan(self.spec, inputs)
-        images = self.engine.generate(job)
+        tokens = Tokens(huggingface=inputs.hf_api_token, civitai=inputs.civitai_api_token)
+        images = self.engine.generate(job, tokens)
         paths = finish(
             images,
             safety=self.safety,

@@ -36,6 +36,10 @@ class DownloadError(RuntimeError):
     """A download failed. The message names the URL and says what to do."""
 
 
+class _TooLarge(Exception):
+    pass
+
+
 class _Redirects(urllib.request.HTTPRedirectHandler):
     # A token meant for the origin must not travel to the host it redirects to:
     # it would leak, and presigned storage URLs refuse a second credential.
@@ -55,8 +59,12 @@ def download_url(
     chunk_size: int = 16 * 2**20,
     timeout: float = 60.0,
     headers: dict[str, str] | None = None,
+    max_bytes: int | None = None,
 ) -> Path:
     """Fetch `url` into the folder `dest` and return `dest`.
+
+    With `max_bytes`, a larger file is refused before (or, without a known size, while)
+    it is fetched.
 
     Calling again with the same url and dest after an interruption fetches only
     the missing chunks. Raises DownloadError, whose message says what to do.
@@ -74,9 +82,13 @@ def download_url(
         size, stream = _probe(get)
     except _NET_ERRORS as e:
         raise _explain(e, url, dest) from e
+    if size is not None and max_bytes is not None and size > max_bytes:
+        raise DownloadError(
+            f"{url} is {size / 2**30:.1f} GiB, over the {max_bytes / 2**30:.1f} GiB limit."
+        )
     if size is None:
         log.info("Downloading %s (no range support: one connection, no resuming)", url)
-        fetched = _stream(stream, url, staging)
+        fetched = _stream(stream, url, staging, max_bytes)
     else:
         log.info("Downloading %s (%.1f MB, %d connections)", url, size / 1e6, connections)
         fetched = _fetch_ranged(get, url, staging, size, chunk_size, connections)
@@ -118,16 +130,22 @@ def _probe(get):
     return None, resp
 
 
-def _stream(resp, url, staging) -> int:
+def _stream(resp, url, staging, max_bytes: int | None = None) -> int:
     shutil.rmtree(staging, ignore_errors=True)
     staging.mkdir(parents=True)
     length = resp.headers.get("Content-Length")
     try:
         with resp, open(staging / "data", "wb") as f:
-            shutil.copyfileobj(resp, f, _BLOCK)
+            while block := resp.read(_BLOCK):
+                f.write(block)
+                if max_bytes is not None and f.tell() > max_bytes:
+                    raise _TooLarge(f"{url} is larger than the {max_bytes / 2**30:.1f} GiB limit.")
             got = f.tell()
         if length is not None and got != int(length):
             raise ConnectionError(f"connection closed after {got} of {length} bytes")
+    except _TooLarge as e:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise DownloadError(str(e)) from None
     except _NET_ERRORS as e:
         shutil.rmtree(staging, ignore_errors=True)
         raise _interrupted(url, e, resumable=False) from e

@@ -2,15 +2,20 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
 from PIL import Image
 
-from models import common
+from models import common, requests
 from models.errors import check_range
 from models.log import log
+from models.lora import Adapters, LoraStore, lora_requests
+from models.lora_sources import Tokens
+from models.settings import Settings
 from models.sizes import MATCH_INPUT, size_for_aspect_ratio
 from models.specs import ModelSpec
 
@@ -33,9 +38,15 @@ class FluxInputs:
     output_quality: int = 80
     disable_safety_checker: bool = False
     go_fast: bool = False
+    lora_weights: str | None = None
+    lora_scale: float = 1.0
+    extra_lora: str | None = None
+    extra_lora_scale: float = 1.0
+    hf_api_token: str | None = field(default=None, repr=False)
+    civitai_api_token: str | None = field(default=None, repr=False)
 
 
-class FluxJob(common.Job):
+class FluxJob(requests.Job):
     """FLUX needs nothing beyond the shared fields."""
 
 
@@ -48,9 +59,12 @@ def plan(spec: ModelSpec, inputs: FluxInputs) -> FluxJob:
     if spec.guidance is not None:
         guidance = spec.guidance if inputs.guidance is None else inputs.guidance
         check_range("guidance", guidance, 0.0, spec.max_guidance)
+    loras = lora_requests(
+        inputs.lora_weights, inputs.lora_scale, inputs.extra_lora, inputs.extra_lora_scale
+    )
     if inputs.go_fast:
         log.info("go_fast has no effect yet in this release: running at full precision.")
-    image, mask = common.load_init_images(
+    image, mask = requests.load_init_images(
         inputs.image, inputs.mask, multiple=spec.size_multiple, megapixels=inputs.megapixels
     )
     if image is None:
@@ -62,7 +76,7 @@ def plan(spec: ModelSpec, inputs: FluxInputs) -> FluxJob:
         log.info(f"Output size {width}x{height} follows the input image; aspect_ratio is ignored.")
         # FLUX's img2img rounds the skipped steps down, so any strength above 0 runs one.
         steps_run = steps - int(steps - steps * inputs.prompt_strength)
-        common.check_strength(inputs.prompt_strength, steps, steps_run)
+        requests.check_strength(inputs.prompt_strength, steps, steps_run)
     return FluxJob(
         prompt=inputs.prompt,
         width=width,
@@ -70,37 +84,48 @@ def plan(spec: ModelSpec, inputs: FluxInputs) -> FluxJob:
         num_outputs=inputs.num_outputs,
         steps=steps,
         guidance=guidance,
-        seed=common.resolve_seed(inputs.seed),
+        seed=requests.resolve_seed(inputs.seed),
         image=image,
         mask=mask,
         strength=inputs.prompt_strength if image is not None else 1.0,
+        loras=loras,
     )
 
 
-class FluxEngine:
-    """Loads the weights once; the three modes share every component."""
+def load_components(spec: ModelSpec, weights: Path, device: str, *, config: Path | None = None):
+    """Every FLUX component, loaded once, as the base pipeline that holds them: the
+    predictors' engine derives its mode pipelines from it, and train.py trains on it."""
+    from diffusers import FluxPipeline, FluxTransformer2DModel
 
-    def __init__(self, spec: ModelSpec, weights: Path, device: str, *, config: Path | None = None):
-        from diffusers import FluxImg2ImgPipeline, FluxInpaintPipeline, FluxPipeline
+    dtype = common.pick_dtype(spec.dtype, device)
+    if not weights.is_file():
+        return common.load_pipeline(FluxPipeline, weights, dtype=dtype, device=device)
+    # A FLUX fine-tune file holds only the transformer; `config` is the variant's
+    # folder, which supplies its config and every other component.
+    log.info(f"Loading the transformer from {weights.name}")
+    transformer = FluxTransformer2DModel.from_single_file(
+        str(weights), config=str(config), subfolder="transformer", dtype=dtype
+    )
+    return common.load_pipeline(
+        FluxPipeline, config, dtype=dtype, device=device, transformer=transformer
+    )
+
+
+# The components a FLUX LoRA may change, the transformer first.
+LORA_COMPONENTS = ("transformer", "text_encoder")
+
+
+class FluxEngine:
+    """The three modes share every component of `base` (see load_components)."""
+
+    def __init__(self, spec: ModelSpec, base, device: str, *, loras: LoraStore, max_loras: int = 8):
+        from diffusers import FluxImg2ImgPipeline, FluxInpaintPipeline
 
         self.spec, self.device = spec, device
-        dtype = common.pick_dtype(spec.dtype, device)
-        if weights.is_file():
-            # A FLUX fine-tune file holds only the transformer; `config` is the variant's
-            # folder, which supplies its config and every other component.
-            from diffusers import FluxTransformer2DModel
-
-            log.info(f"Loading the transformer from {weights.name}")
-            transformer = FluxTransformer2DModel.from_single_file(
-                str(weights), config=str(config), subfolder="transformer", dtype=dtype
-            )
-            base = common.load_pipeline(
-                FluxPipeline, config, dtype=dtype, device=device, transformer=transformer
-            )
-        else:
-            base = common.load_pipeline(FluxPipeline, weights, dtype=dtype, device=device)
         modes = {"img2img": FluxImg2ImgPipeline, "inpaint": FluxInpaintPipeline}
-        self.pipes = {"txt2img": base, **common.derive_pipes(base, modes, dtype=dtype)}
+        derived = common.derive_pipes(base, modes, dtype=base.transformer.dtype)
+        self.pipes = {"txt2img": base, **derived}
+        self.adapters = Adapters(base, spec.family, LORA_COMPONENTS, loras, max_loaded=max_loras)
 
     def base_kwargs(self, job: FluxJob, generator: torch.Generator) -> dict:
         """The diffusers call's arguments for this job (progress logging aside)."""
@@ -120,11 +145,17 @@ class FluxEngine:
             kwargs.update(mask_image=job.mask)
         return kwargs
 
-    def generate(self, job: FluxJob) -> list[Image.Image]:
+    @contextmanager
+    def request(self, job: FluxJob, tokens: Tokens) -> Iterator:
+        """The one place per-request state is set on the shared components (LoRA adapters
+        and their scales) and restored, whatever happens; yields the mode's pipeline."""
+        with self.adapters.active(job.loras, tokens, job.prompt):
+            yield self.pipes[job.mode]
+
+    def generate(self, job: FluxJob, tokens: Tokens = Tokens()) -> list[Image.Image]:
         log.info(f"Mode: {job.mode}, {job.width}x{job.height}, {job.steps} steps")
-        pipe = self.pipes[job.mode]
-        kwargs = self.base_kwargs(job, common.seeded_generator(job.seed))
-        with torch.inference_mode():
+        kwargs = self.base_kwargs(job, requests.seeded_generator(job.seed))
+        with self.request(job, tokens) as pipe, torch.inference_mode():
             return pipe(**kwargs, callback_on_step_end=common.step_logger()).images
 
 
@@ -133,6 +164,9 @@ class FluxModel(common.DiffusionModel):
 
     plan = staticmethod(plan)
     inputs = FluxInputs
+    engine = FluxEngine
 
-    def load_engine(self, weights: Path, config: Path | None, device: str, fetch) -> FluxEngine:
-        return FluxEngine(self.spec, weights, device, config=config)
+    @classmethod
+    def load_components(cls, spec: ModelSpec, settings: Settings, device: str, *, training=False):
+        weights, config = common.main_weights(spec, settings)
+        return load_components(spec, weights, device, config=config)

@@ -14,13 +14,16 @@ changes no output silently.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
-from models import common
+from models import common, requests
 from models.errors import InputError, check_choice, check_range
 from models.log import log
-from models.sdxl_engine import REFINER_STRENGTH, SCHEDULERS, SDXLEngine
+from models.lora import lora_requests
+from models.resolver import resolve
+from models.sdxl_engine import REFINER_STRENGTH, SCHEDULERS, SDXLEngine, load_components
+from models.settings import Settings
 from models.sizes import MATCH_INPUT, round_to_multiple
 from models.specs import ModelSpec
 
@@ -50,10 +53,16 @@ class SDXLInputs:
     output_format: str = "webp"
     output_quality: int = 80
     disable_safety_checker: bool = False
+    lora_weights: str | None = None
+    lora_scale: float = 1.0
+    extra_lora: str | None = None
+    extra_lora_scale: float = 1.0
+    hf_api_token: str | None = field(default=None, repr=False)
+    civitai_api_token: str | None = field(default=None, repr=False)
 
 
 @dataclass(frozen=True, kw_only=True)
-class SDXLJob(common.Job):
+class SDXLJob(requests.Job):
     """The shared fields plus SDXL's: negative prompt, scheduler and refiner choices."""
 
     negative_prompt: str | None
@@ -106,7 +115,10 @@ def plan(spec: ModelSpec, inputs: SDXLInputs) -> SDXLJob:
     check_choice("refine", inputs.refine, REFINE_MODES)
     refine_steps = _refine_steps(inputs, steps, spec.max_steps)
     _check_ensemble(inputs)
-    image, mask = common.load_init_images(
+    loras = lora_requests(
+        inputs.lora_weights, inputs.lora_scale, inputs.extra_lora, inputs.extra_lora_scale
+    )
+    image, mask = requests.load_init_images(
         inputs.image,
         inputs.mask,
         multiple=spec.size_multiple,
@@ -123,7 +135,7 @@ def plan(spec: ModelSpec, inputs: SDXLInputs) -> SDXLJob:
             f"Output size {width}x{height} follows the input image; width and height are ignored."
         )
         # SDXL's img2img rounds the steps it runs down.
-        common.check_strength(inputs.prompt_strength, steps, int(steps * inputs.prompt_strength))
+        requests.check_strength(inputs.prompt_strength, steps, int(steps * inputs.prompt_strength))
     return SDXLJob(
         prompt=inputs.prompt,
         # None rather than "": SDXL's config asks for zeroed negative embeddings when there
@@ -135,7 +147,7 @@ def plan(spec: ModelSpec, inputs: SDXLInputs) -> SDXLJob:
         num_outputs=inputs.num_outputs,
         steps=steps,
         guidance=guidance,
-        seed=common.resolve_seed(inputs.seed),
+        seed=requests.resolve_seed(inputs.seed),
         scheduler=scheduler,
         refine=inputs.refine,
         high_noise_frac=inputs.high_noise_frac,
@@ -143,6 +155,7 @@ def plan(spec: ModelSpec, inputs: SDXLInputs) -> SDXLJob:
         image=image,
         mask=mask,
         strength=inputs.prompt_strength if image is not None else 1.0,
+        loras=loras,
     )
 
 
@@ -151,7 +164,12 @@ class SDXLModel(common.DiffusionModel):
 
     plan = staticmethod(plan)
     inputs = SDXLInputs
+    engine = SDXLEngine
 
-    def load_engine(self, weights: Path, config: Path | None, device: str, fetch) -> SDXLEngine:
-        refiner = fetch(self.spec.refiner) if self.spec.refiner else None
-        return SDXLEngine(self.spec, weights, device, refiner=refiner, config=config)
+    @classmethod
+    def load_components(cls, spec: ModelSpec, settings: Settings, device: str, *, training=False):
+        weights, config = common.main_weights(spec, settings)
+        refiner = None
+        if spec.refiner and not training:
+            refiner = resolve(spec.refiner, settings)
+        return load_components(spec, weights, device, refiner=refiner, config=config)

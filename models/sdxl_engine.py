@@ -6,9 +6,11 @@ and borrows the base's VAE and second text encoder (Replicate's refiner tar has 
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import torch
 from PIL import Image
@@ -16,6 +18,9 @@ from PIL import Image
 from models import common
 from models.errors import InputError
 from models.log import log
+from models.lora import Adapters, LoraStore
+from models.lora_sources import Tokens
+from models.requests import seeded_generator
 from models.specs import ModelSpec
 
 if TYPE_CHECKING:
@@ -46,58 +51,91 @@ def make_scheduler(name: str, config):
     return getattr(diffusers, class_name).from_config(config, **overrides)
 
 
+@dataclass(frozen=True)
+class SDXLComponents:
+    """The base pipeline (all of SDXL's components) and the refiner, if loaded, which
+    holds only its own UNet and text encoder plus the base's VAE and text_encoder_2."""
+
+    base: Any
+    refiner: Any | None = None
+
+
+def load_components(
+    spec: ModelSpec,
+    weights: Path,
+    device: str,
+    *,
+    refiner: Path | None = None,
+    config: Path | None = None,
+) -> SDXLComponents:
+    """Every SDXL component, loaded once: the predictor's engine derives its mode
+    pipelines from these, and train.py trains on `base`."""
+    from diffusers import StableDiffusionXLImg2ImgPipeline, StableDiffusionXLPipeline
+
+    dtype = common.pick_dtype(spec.dtype, device)
+    load = dict(dtype=dtype, device=device, **_NO_WATERMARK)
+    base = common.load_pipeline(StableDiffusionXLPipeline, weights, config=config, **load)
+    if refiner is None:
+        return SDXLComponents(base)
+    shared = dict(vae=base.vae, text_encoder_2=base.text_encoder_2)
+    first = common.load_pipeline(StableDiffusionXLImg2ImgPipeline, refiner, **shared, **load)
+    return SDXLComponents(base, first)
+
+
+# The components an SDXL LoRA may change, the UNet first. LoRAs apply to the base only,
+# as in cog-sdxl; the refiner shares text_encoder_2 with the base, so a LoRA's changes to
+# that encoder reach the refiner's prompt encoding too.
+LORA_COMPONENTS = ("unet", "text_encoder", "text_encoder_2")
+
+
 class SDXLEngine:
-    """Loads the weights once: three base modes and two refiner modes share components."""
+    """Three base modes and two refiner modes share the components' models."""
 
     def __init__(
         self,
         spec: ModelSpec,
-        weights: Path,
+        components: SDXLComponents,
         device: str,
         *,
-        refiner: Path | None = None,
-        config: Path | None = None,
+        loras: LoraStore,
+        max_loras: int = 8,
     ):
-        from diffusers import (
-            StableDiffusionXLImg2ImgPipeline,
-            StableDiffusionXLInpaintPipeline,
-            StableDiffusionXLPipeline,
-        )
+        from diffusers import StableDiffusionXLImg2ImgPipeline, StableDiffusionXLInpaintPipeline
 
         self.spec, self.device = spec, device
-        dtype = common.pick_dtype(spec.dtype, device)
-        load = dict(dtype=dtype, device=device, **_NO_WATERMARK)
-        base = common.load_pipeline(StableDiffusionXLPipeline, weights, config=config, **load)
+        base = components.base
+        derive = dict(dtype=base.unet.dtype, **_NO_WATERMARK)
         modes = {
             "img2img": StableDiffusionXLImg2ImgPipeline,
             "inpaint": StableDiffusionXLInpaintPipeline,
         }
-        derive = dict(dtype=dtype, **_NO_WATERMARK)
         self.pipes = {"txt2img": base, **common.derive_pipes(base, modes, **derive)}
         self.refiners = {}
-        if refiner is not None:
-            first = common.load_pipeline(
-                StableDiffusionXLImg2ImgPipeline,
-                refiner,
-                vae=base.vae,
-                text_encoder_2=base.text_encoder_2,
-                **load,
-            )
+        if components.refiner is not None:
             inpaint = {"inpaint": StableDiffusionXLInpaintPipeline}
-            self.refiners = {"img2img": first, **common.derive_pipes(first, inpaint, **derive)}
+            refiner = components.refiner
+            self.refiners = {"img2img": refiner, **common.derive_pipes(refiner, inpaint, **derive)}
+        self.adapters = Adapters(base, spec.family, LORA_COMPONENTS, loras, max_loaded=max_loras)
 
     @contextmanager
-    def _schedulers(self, name: str, *pipes):
-        """A fresh scheduler per pipeline for one request, from the config its weights came
-        with; the originals are back afterwards, so no choice or state leaks to the next."""
-        originals = [pipe.scheduler for pipe in pipes]
+    def request(self, job: SDXLJob, tokens: Tokens) -> Iterator[tuple]:
+        """The one place per-request state is set on the shared components and restored,
+        whatever happens: a fresh scheduler per pipeline from its weights' own config (so
+        no choice or step state leaks to the next request), and the LoRA adapters and
+        their scales. Yields (base-mode pipeline, refiner pipeline or None)."""
+        pipe, refiner = self.pipes[job.mode], None
+        if job.refine != "no_refiner":
+            refiner = self.refiners["inpaint" if job.mask is not None else "img2img"]
+        used = (pipe, refiner) if refiner is not None else (pipe,)
+        originals = [p.scheduler for p in used]
         try:
-            for pipe, original in zip(pipes, originals, strict=True):
-                pipe.scheduler = make_scheduler(name, original.config)
-            yield
+            for p, original in zip(used, originals, strict=True):
+                p.scheduler = make_scheduler(job.scheduler, original.config)
+            with self.adapters.active(job.loras, tokens, job.prompt):
+                yield pipe, refiner
         finally:
-            for pipe, original in zip(pipes, originals, strict=True):
-                pipe.scheduler = original
+            for p, original in zip(used, originals, strict=True):
+                p.scheduler = original
 
     def check_ensemble_split(self, job: SDXLJob) -> None:
         """Count the steps each model gets in an expert ensemble, by diffusers' own rules,
@@ -163,23 +201,18 @@ class SDXLEngine:
             kwargs.update(mask_image=job.mask, width=job.width, height=job.height)
         return kwargs
 
-    def generate(self, job: SDXLJob) -> list[Image.Image]:
+    def generate(self, job: SDXLJob, tokens: Tokens = Tokens()) -> list[Image.Image]:
         log.info(
             f"Mode: {job.mode}, {job.width}x{job.height}, {job.steps} steps, "
             f"{job.scheduler}, {job.refine}"
         )
-        pipe = self.pipes[job.mode]
-        refiner = None
-        if job.refine != "no_refiner":
-            if not self.refiners:
-                raise InputError(f"refine={job.refine} needs the refiner, which is not loaded.")
-            refiner = self.refiners["inpaint" if job.mask is not None else "img2img"]
+        if job.refine != "no_refiner" and not self.refiners:
+            raise InputError(f"refine={job.refine} needs the refiner, which is not loaded.")
         if job.refine == "expert_ensemble_refiner":
             self.check_ensemble_split(job)
-        generator = common.seeded_generator(job.seed)
+        generator = seeded_generator(job.seed)
         progress = dict(callback_on_step_end=common.step_logger())
-        used = (pipe, refiner) if refiner is not None else (pipe,)
-        with torch.inference_mode(), self._schedulers(job.scheduler, *used):
+        with self.request(job, tokens) as (pipe, refiner), torch.inference_mode():
             images = pipe(**self.base_kwargs(job, generator), **progress).images
             if refiner is None:
                 return images

@@ -28,6 +28,15 @@ class Settings:
     # Replaces the variant's main weights (e.g. an SDXL fine-tune): a local diffusers
     # folder, a single .safetensors checkpoint, or a Hugging Face repo id (owner/name).
     model_weights: str | None = None
+    # Downloaded LoRAs (models/lora_cache.py) and the disk space they may use.
+    lora_cache_dir: Path = REPO_ROOT / "weights" / "lora-cache"
+    lora_cache_gb: float = 20.0
+    # LoRAs kept loaded on the device between requests (least recently used unloaded).
+    lora_max_loaded: int = 8
+    # Where Hugging Face, CivitAI and Replicate answer (tests point these at local stand-ins).
+    hf_endpoint: str = "https://huggingface.co"
+    civitai_endpoint: str = "https://civitai.com"
+    replicate_endpoint: str = "https://replicate.com"
 
 
 def _flag(value: str | None, default: bool) -> bool:
@@ -36,13 +45,32 @@ def _flag(value: str | None, default: bool) -> bool:
     return value.strip().lower() not in {"0", "false", "no", "off"}
 
 
+def _number(env, name: str, default: float, kind=float):
+    raw = env.get(name)
+    if raw is None or raw.strip() == "":
+        return default
+    try:
+        return kind(raw)
+    except ValueError:
+        raise ValueError(f"{name}={raw!r} must be a number (default {default}).") from None
+
+
 def load_settings() -> Settings:
     env = os.environ
+    weights_dir = Path(env.get("WEIGHTS_DIR", str(REPO_ROOT / "weights")))
     return Settings(
         model=env.get("MODEL_NAME", ""),
-        weights_dir=Path(env.get("WEIGHTS_DIR", str(REPO_ROOT / "weights"))),
+        weights_dir=weights_dir,
         hf_token=env.get("HF_TOKEN") or env.get("HUGGING_FACE_HUB_TOKEN") or None,
         safety_checker=_flag(env.get("SAFETY_CHECKER"), default=True),
         device=env.get("DEVICE", "auto"),
         model_weights=env.get("MODEL_WEIGHTS") or None,
+        lora_cache_dir=Path(env.get("LORA_CACHE_DIR") or weights_dir / "lora-cache"),
+        lora_cache_gb=_number(env, "LORA_CACHE_GB", 20.0),
+        lora_max_loaded=_number(env, "LORA_MAX_LOADED", 8, int),
+        hf_endpoint=(env.get("HF_ENDPOINT") or "https://huggingface.co").rstrip("/"),
+        civitai_endpoint=(env.get("CIVITAI_ENDPOINT") or "https://civitai.com").rstrip("/"),
+        replicate_endpoint=(env.get("REPLICATE_WEB_ENDPOINT") or "https://replicate.com").rstrip(
+            "/"
+        ),
     )

@@ -1,5 +1,6 @@
 """tools.schema: the OpenAPI document `cog build` would write, and coglet obeying it."""
 
+import base64
 import json
 import textwrap
 from collections.abc import Iterator
@@ -73,6 +74,27 @@ def test_input_properties_match_the_go_generator():
             "description": "Random seed",
         },
         "safety": {"x-order": 6, "title": "Safety", "type": "boolean", "default": True},
+    }
+
+
+def test_secret_input_is_written_as_go_writes_it():
+    class P(BasePredictor):
+        def predict(
+            self,
+            token: Optional[Secret] = Input(description="never logged", default=None),  # noqa: UP045
+        ) -> str:
+            raise NotImplementedError
+
+    assert inputs(P)["properties"]["token"] == {
+        "x-order": 0,
+        "title": "Token",
+        "type": "string",
+        "format": "password",
+        "writeOnly": True,
+        "x-cog-secret": True,
+        "default": None,
+        "nullable": True,
+        "description": "never logged",
     }
 
 
@@ -220,7 +242,6 @@ class Result(cog.BaseModel):
 @pytest.mark.parametrize(
     ("annotation", "returns", "message"),
     [
-        (Secret, str, "input 'x': unsupported type Secret"),
         (cog.File, str, "input 'x': unsupported type File"),
         (dict, str, "input 'x': unsupported type dict"),
         (Any, str, "input 'x': unsupported type Any"),
@@ -232,7 +253,7 @@ class Result(cog.BaseModel):
     ],
 )
 def test_removed_types_raise(annotation, returns, message):
-    # Only the types predict.py uses are built; Secret, File, structured and streamed are not.
+    # Only the types predict.py uses are built; File, structured and streamed are not.
     with pytest.raises(SchemaError, match=message):
         openapi_schema(_run_with(annotation, returns))
 
@@ -293,7 +314,7 @@ def test_json_layout_matches_go():
 TOY_PREDICT = """
 from __future__ import annotations
 
-from cog import BasePredictor, Input, Path
+from cog import BasePredictor, Input, Path, Secret
 
 
 class Predictor(BasePredictor):
@@ -307,9 +328,12 @@ class Predictor(BasePredictor):
         steps: int = Input(default=4, ge=1, le=50),
         aspect_ratio: str = Input(default="1:1", choices=["1:1", "16:9"]),
         seed: int | None = Input(default=None),
+        token: Secret | None = Input(default=None),
     ) -> list[Path]:
         out = Path("out.txt")
-        out.write_text(f"{self.greeting} {prompt} {steps} {aspect_ratio} {seed}")
+        print(f"token is {token}")  # a Secret prints masked
+        secret = token.get_secret_value() if token is not None else ""
+        out.write_text(f"{self.greeting} {prompt} {steps} {aspect_ratio} {seed} {secret[::-1]}")
         return [out]
 """
 
@@ -372,3 +396,10 @@ def test_coglet_validates_against_our_schema(toy_project, tmp_path):
         assert status == 200, f"{body}\n{server_log.read_text()}"
         assert body["status"] == "succeeded", body
         assert len(body["output"]) == 1
+
+        # A Secret arrives as one, masked in the logs, its value intact.
+        status, body = predict(prompt="cat", token="hunter2")
+        assert body["status"] == "succeeded", body
+        assert "hunter2" not in body["logs"] and "token is **" in body["logs"]
+        text = base64.b64decode(body["output"][0].partition(",")[2]).decode()
+        assert text.endswith("2retnuh")

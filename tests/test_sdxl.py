@@ -14,6 +14,7 @@ from PIL import Image
 
 from models import common
 from models.errors import InputError, WeightsError
+from models.lora_sources import Tokens
 from models.resolver import resolve
 from models.sdxl import MAX_SIDE, MIN_SIDE, REFINE_MODES, SDXLInputs, SDXLModel, plan
 from models.sdxl_engine import SCHEDULERS, make_scheduler
@@ -162,9 +163,8 @@ def test_img2img_with_tiny_strength_stays_close_to_the_input(sdxl, gradient, cap
 def inpaint_latents(sdxl, inputs: SDXLInputs) -> tuple[torch.Tensor, torch.Tensor]:
     """The inpainting result (refined if asked) and the input image, both as latents."""
     job, engine = plan(sdxl.spec, inputs), sdxl.engine
-    pipe, refiner = engine.pipes["inpaint"], engine.refiners["inpaint"]
     generator = torch.Generator().manual_seed(job.seed)
-    with torch.inference_mode(), engine._schedulers(job.scheduler, pipe, refiner):
+    with torch.inference_mode(), engine.request(job, Tokens()) as (pipe, refiner):
         result = pipe(**{**engine.base_kwargs(job, generator), "output_type": "latent"}).images
         if job.refine != "no_refiner":
             kwargs = engine.refiner_kwargs(job, result, generator)

@@ -18,7 +18,7 @@ from dataclasses import replace
 
 import torch
 
-from models import common
+from models import requests
 from models.families import FAMILIES
 from models.resolver import resolve
 from models.settings import load_settings
@@ -69,7 +69,7 @@ def bench_bare(model: str, inputs: dict, runs: int) -> dict:
 
     def call():
         with torch.inference_mode():
-            pipe(**engine.base_kwargs(job, common.seeded_generator(job.seed)))
+            pipe(**engine.base_kwargs(job, requests.seeded_generator(job.seed)))
 
     call()  # warm-up
     return {

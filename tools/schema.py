@@ -4,7 +4,7 @@ coglet validates request inputs only against that file, so a local
 `python -m cog.server.http` answers bad inputs with 422 only once it exists.
 The bytes match cog's Go generator (pkg/schema/openapi_spec.go) for what
 predict.py uses: a predictor class with predict() or run(); str, int, float,
-bool and cog.Path inputs, also Optional[...] and list[...] of them; one such
+bool, cog.Path and cog.Secret inputs, also Optional[...] and list[...] of them; one such
 value or a list of them as output. Anything else raises SchemaError rather
 than write a document that would differ from Go's.
 
@@ -128,7 +128,10 @@ def _called_name(node: ast.expr) -> str | None:
 
 
 _SCALARS = {bool: "boolean", float: "number", int: "integer", str: "string"}
-_SUPPORTED = "str, int, float, bool, cog.Path, Optional[...] (inputs only) and list[...] of those"
+_SUPPORTED = (
+    "str, int, float, bool, cog.Path, cog.Secret, Optional[...] (inputs only) and list[...] "
+    "of those"
+)
 
 
 def _json_type(tp: Any, where: str) -> tuple[dict[str, Any], bool]:
@@ -151,7 +154,14 @@ def _json_type(tp: Any, where: str) -> tuple[dict[str, Any], bool]:
     # Matches both the SDK (os.PathLike means Path) and Go (any type named "Path").
     if isinstance(tp, type) and issubclass(tp, os.PathLike):
         return {"type": "string", "format": "uri"}, False
-    # Secret, File, dict, Any, cog.BaseModel, Iterator, Annotated, ... all end here.
+    if tp is cog.Secret:  # Go: {"type": "string", "format": "password", ...}
+        return {
+            "type": "string",
+            "format": "password",
+            "writeOnly": True,
+            "x-cog-secret": True,
+        }, False
+    # File, dict, Any, cog.BaseModel, Iterator, Annotated, ... all end here.
     name = tp.__name__ if isinstance(tp, type) else repr(tp).replace("typing.", "")
     raise SchemaError(f"{where}: unsupported type {name}; this generator supports {_SUPPORTED}")
 
