@@ -36,6 +36,13 @@ class DownloadError(RuntimeError):
     """A download failed. The message names the URL and says what to do."""
 
 
+def redact(url: str) -> str:
+    """The URL for logs and messages: a query string (a signed URL's signature, a token)
+    is left out."""
+    parts = urlsplit(url)
+    return f"{parts.scheme}://{parts.netloc}{parts.path}" + ("?..." if parts.query else "")
+
+
 class _TooLarge(Exception):
     pass
 
@@ -71,7 +78,9 @@ def download_url(
     """
     dest = Path(dest)
     if dest.exists():
-        raise DownloadError(f"Not downloading {url}: {dest} exists. Remove it to re-download.")
+        raise DownloadError(
+            f"Not downloading {redact(url)}: {dest} exists. Remove it to re-download."
+        )
     dest.parent.mkdir(parents=True, exist_ok=True)
     staging = dest.parent / f".{dest.name}.partial"
     # Built per call so that proxy settings are read from the environment now.
@@ -84,13 +93,13 @@ def download_url(
         raise _explain(e, url, dest) from e
     if size is not None and max_bytes is not None and size > max_bytes:
         raise DownloadError(
-            f"{url} is {size / 2**30:.1f} GiB, over the {max_bytes / 2**30:.1f} GiB limit."
+            f"{redact(url)} is {size / 2**30:.1f} GiB, over the {max_bytes / 2**30:.1f} GiB limit."
         )
     if size is None:
-        log.info("Downloading %s (no range support: one connection, no resuming)", url)
+        log.info("Downloading %s (no range support: one connection, no resuming)", redact(url))
         fetched = _stream(stream, url, staging, max_bytes)
     else:
-        log.info("Downloading %s (%.1f MB, %d connections)", url, size / 1e6, connections)
+        log.info("Downloading %s (%.1f MB, %d connections)", redact(url), size / 1e6, connections)
         fetched = _fetch_ranged(get, url, staging, size, chunk_size, connections)
     data = staging / "data"
     total = data.stat().st_size
@@ -100,7 +109,7 @@ def download_url(
     shutil.rmtree(staging, ignore_errors=True)
     secs = time.monotonic() - started
     speed = fetched / 1e6 / max(secs, 1e-6)  # this call's bytes only, when resumed
-    log.info("Downloaded %s: %.1f MB in %.1f s (%.1f MB/s)", url, total / 1e6, secs, speed)
+    log.info("Downloaded %s: %.1f MB in %.1f s (%.1f MB/s)", redact(url), total / 1e6, secs, speed)
     return dest
 
 
@@ -139,7 +148,9 @@ def _stream(resp, url, staging, max_bytes: int | None = None) -> int:
             while block := resp.read(_BLOCK):
                 f.write(block)
                 if max_bytes is not None and f.tell() > max_bytes:
-                    raise _TooLarge(f"{url} is larger than the {max_bytes / 2**30:.1f} GiB limit.")
+                    raise _TooLarge(
+                        f"{redact(url)} is larger than the {max_bytes / 2**30:.1f} GiB limit."
+                    )
             got = f.tell()
         if length is not None and got != int(length):
             raise ConnectionError(f"connection closed after {got} of {length} bytes")
@@ -159,7 +170,7 @@ def _fetch_ranged(get, url, staging, size, chunk_size, connections) -> int:
     state = _read_state(state_file)
     if data.exists() and all(state.get(k) == v for k, v in wanted.items()):
         done = {i for i in state.get("done", []) if 0 <= i < len(chunks)}
-        log.info("Resuming %s: %d of %d chunks already here", url, len(done), len(chunks))
+        log.info("Resuming %s: %d of %d chunks already here", redact(url), len(done), len(chunks))
     else:  # nothing to resume, or the source changed since: start over
         shutil.rmtree(staging, ignore_errors=True)
         done = set()
@@ -234,7 +245,7 @@ def _verify(data: Path, url: str, sha256: str, staging: Path) -> None:
     if actual != sha256.lower():
         shutil.rmtree(staging, ignore_errors=True)
         raise DownloadError(
-            f"sha256 mismatch for {url}: expected {sha256}, got {actual}. The source may "
+            f"sha256 mismatch for {redact(url)}: expected {sha256}, got {actual}. The source may "
             "have changed or been corrupted; the download was deleted. Check the URL and "
             "checksum in models/manifest.py."
         )
@@ -256,7 +267,7 @@ def _install(data: Path, url: str, dest: Path, staging: Path) -> None:
     except tarfile.TarError as e:
         shutil.rmtree(staging, ignore_errors=True)
         raise DownloadError(
-            f"The archive from {url} is broken or unsafe ({e}); nothing was extracted and "
+            f"The archive from {redact(url)} is broken or unsafe ({e}); nothing was extracted and "
             "the download was deleted. Check the source."
         ) from e
     finally:
@@ -266,7 +277,8 @@ def _install(data: Path, url: str, dest: Path, staging: Path) -> None:
 def _interrupted(url: str, err: BaseException, *, resumable: bool) -> DownloadError:
     again = "resumes it" if resumable else "starts it over (the server cannot resume)"
     return DownloadError(
-        f"Download of {url} was interrupted ({err}). Running the same command again {again}."
+        f"Download of {redact(url)} was interrupted ({err}). "
+        f"Running the same command again {again}."
     )
 
 
@@ -274,17 +286,17 @@ def _explain(err: BaseException, url: str, dest: Path) -> DownloadError:
     if isinstance(err, urllib.error.HTTPError):
         if err.code in (401, 403):
             return DownloadError(
-                f"HTTP {err.code} for {url}: the source needs a token or access. For a gated "
-                "Hugging Face repo, accept its licence on huggingface.co and set HF_TOKEN."
+                f"HTTP {err.code} for {redact(url)}: the source needs a token or access. For a "
+                "gated Hugging Face repo, accept its licence on huggingface.co and set HF_TOKEN."
             )
         if err.code == 404:
-            return DownloadError(f"HTTP 404 for {url}: not found. Check the URL.")
+            return DownloadError(f"HTTP 404 for {redact(url)}: not found. Check the URL.")
         return DownloadError(
-            f"HTTP {err.code} ({err.reason}) for {url}. Try again later, "
+            f"HTTP {err.code} ({err.reason}) for {redact(url)}. Try again later, "
             f"or place the weights in {dest} by hand."
         )
     reason = getattr(err, "reason", err)
     return DownloadError(
-        f"Could not reach {urlsplit(url).hostname} for {url} ({reason}). No network may be "
+        f"Could not reach {urlsplit(url).hostname} for {redact(url)} ({reason}). No network may be "
         f"available here; the weights can also be placed in {dest} by hand."
     )

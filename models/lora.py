@@ -181,6 +181,8 @@ def inspect_lora(pipe, family: str, components: tuple[str, ...], path: Path, req
             "other architectures are not supported: use a LoRA for this model."
         )
     named = sum(1 for key in state_dict if _DOWN_KEY.search(key))
+    if named == 0:  # e.g. a textual-inversion embedding or a full checkpoint
+        raise _wrong_family(request, family, None)
     return LoraInfo(named=named, trigger_word=metadata.get("trigger_word") or None)
 
 

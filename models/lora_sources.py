@@ -35,6 +35,7 @@ from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 from urllib.parse import parse_qs, urlsplit
 
+from models.download import redact
 from models.errors import InputError
 from models.log import log
 from models.lora_cache import LORA_FILE
@@ -73,8 +74,7 @@ class LoraSource:
         if self.kind == "data":
             return f"data: URI ({len(self.location) // 1024} KB)"
         if self.kind == "url":
-            parts = urlsplit(self.location)
-            return f"{parts.scheme}://{parts.netloc}{parts.path}" + ("?..." if parts.query else "")
+            return redact(self.location)
         if self.kind == "huggingface":
             file = f"/{self.filename}" if self.filename else ""
             return f"huggingface.co/{self.location}@{self.revision}{file}"
@@ -318,6 +318,7 @@ def _fetch_huggingface(source: LoraSource, work: Path, tokens: Tokens, hosts: Ho
         EntryNotFoundError,
         GatedRepoError,
         HfHubHTTPError,
+        LocalEntryNotFoundError,
         RepositoryNotFoundError,
         RevisionNotFoundError,
     )
@@ -349,6 +350,8 @@ def _fetch_huggingface(source: LoraSource, work: Path, tokens: Tokens, hosts: Ho
         ) from None
     except RevisionNotFoundError:
         raise InputError(f"{name}: {source.location} has no revision {source.revision}.") from None
+    except LocalEntryNotFoundError as err:  # no connection: before EntryNotFoundError
+        raise InputError(f"{name}: could not reach Hugging Face for {where} ({err}).") from None
     except EntryNotFoundError:
         raise InputError(f"{name}: {source.location} has no file {source.filename}.") from None
     except HfHubHTTPError as err:
