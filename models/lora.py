@@ -284,8 +284,9 @@ class Adapters:
 
     @contextmanager
     def active(self, requests: tuple[LoraRequest, ...], tokens: Tokens, prompt: str = ""):
-        """Activate the requested LoRAs at their scales for the body; afterwards no adapter
-        is active, whatever happened."""
+        """Activate the requested LoRAs at their scales for the body, which gets their
+        (adapter name, scale) pairs; afterwards no adapter is active, whatever happened."""
+        active: list[tuple[str, float]] = []
         try:
             if requests:
                 names: list[str] = []
@@ -295,7 +296,8 @@ class Adapters:
                 self.pipe.set_adapters(names, [r.scale for r in requests])
                 scales = ", ".join(f"{r.source.input_name} at {r.scale:g}" for r in requests)
                 log.info(f"LoRA active: {scales}")
-            yield
+                active = list(zip(names, (r.scale for r in requests), strict=True))
+            yield active
         finally:
             if self.loaded:
                 self.pipe.disable_lora()
