@@ -13,6 +13,7 @@ import torch
 from PIL import Image
 
 from models.errors import WeightsError
+from models.fast import cache_path, load_compile_cache, plan_fast, save_compile_cache
 from models.log import log
 from models.lora import LoraStore
 from models.lora_cache import LoraCache
@@ -168,16 +169,41 @@ class DiffusionModel:
 
     def __init__(self, spec: ModelSpec, settings: Settings):
         started = time.perf_counter()
-        self.spec = spec
+        self.spec, self.settings = spec, settings
         device = pick_device(settings.device)
         components = self.load_components(spec, settings, device)
         self.engine = type(self).engine(
-            spec, components, device, loras=lora_store(settings), max_loras=settings.lora_max_loaded
+            spec,
+            components,
+            device,
+            loras=lora_store(settings),
+            max_loras=settings.lora_max_loaded,
+            fast=plan_fast(settings.compile, settings.fp8, device),
+            lora_target_rank=settings.lora_target_rank,
         )
+        if self.engine.fast is not None and self.engine.fast_plan.compile:
+            self.warm_up(cache_path(settings.compile_cache_dir, spec.name, self.engine.fast_plan,
+                                    device))  # fmt: skip
         fetch = lambda name: resolve(name, settings)  # noqa: E731
         self.safety = load_safety(spec.safety, device, fetch) if settings.safety_checker else None
         self._last_outputs: Path | None = None
         log.info(f"Loaded {spec.name} on {device} in {time.perf_counter() - started:.1f}s")
+
+    def warm_up_inputs(self) -> list:
+        """Requests that compile every graph variant the go_fast model needs."""
+        raise NotImplementedError
+
+    def warm_up(self, cache: Path) -> None:
+        """Compile the go_fast model now (from the compile cache when present), with and
+        without LoRA slots enabled, so no request pays for it."""
+        load_compile_cache(cache)
+        started = time.perf_counter()
+        for inputs in self.warm_up_inputs():
+            job = self.plan(self.spec, inputs)
+            for idle in (False, True):
+                self.engine.generate(job, Tokens(), warm_slots=idle)
+        log.info(f"go_fast warm-up took {time.perf_counter() - started:.1f}s")
+        save_compile_cache(cache)
 
     def predict(self, inputs) -> list[Path]:
         # One request at a time: by the next one, the server has sent the last one's files,

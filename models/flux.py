@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -11,9 +9,10 @@ import torch
 from PIL import Image
 
 from models import common, requests
+from models.engine import Engine
 from models.errors import check_range
 from models.log import log
-from models.lora import Adapters, LoraStore, lora_requests
+from models.lora import lora_requests
 from models.lora_sources import Tokens
 from models.settings import Settings
 from models.sizes import MATCH_INPUT, size_for_aspect_ratio
@@ -37,7 +36,7 @@ class FluxInputs:
     output_format: str = "webp"
     output_quality: int = 80
     disable_safety_checker: bool = False
-    go_fast: bool = False
+    go_fast: bool = True
     lora_weights: str | None = None
     lora_scale: float = 1.0
     extra_lora: str | None = None
@@ -62,8 +61,6 @@ def plan(spec: ModelSpec, inputs: FluxInputs) -> FluxJob:
     loras = lora_requests(
         inputs.lora_weights, inputs.lora_scale, inputs.extra_lora, inputs.extra_lora_scale
     )
-    if inputs.go_fast:
-        log.info("go_fast has no effect yet in this release: running at full precision.")
     image, mask = requests.load_init_images(
         inputs.image, inputs.mask, multiple=spec.size_multiple, megapixels=inputs.megapixels
     )
@@ -89,6 +86,7 @@ def plan(spec: ModelSpec, inputs: FluxInputs) -> FluxJob:
         mask=mask,
         strength=inputs.prompt_strength if image is not None else 1.0,
         loras=loras,
+        go_fast=inputs.go_fast,
     )
 
 
@@ -111,21 +109,16 @@ def load_components(spec: ModelSpec, weights: Path, device: str, *, config: Path
     )
 
 
-# The components a FLUX LoRA may change, the transformer first.
-LORA_COMPONENTS = ("transformer", "text_encoder")
-
-
-class FluxEngine:
+class FluxEngine(Engine):
     """The three modes share every component of `base` (see load_components)."""
 
-    def __init__(self, spec: ModelSpec, base, device: str, *, loras: LoraStore, max_loras: int = 8):
+    denoiser = "transformer"
+    lora_components = ("transformer", "text_encoder")
+
+    def mode_classes(self) -> dict:
         from diffusers import FluxImg2ImgPipeline, FluxInpaintPipeline
 
-        self.spec, self.device = spec, device
-        modes = {"img2img": FluxImg2ImgPipeline, "inpaint": FluxInpaintPipeline}
-        derived = common.derive_pipes(base, modes, dtype=base.transformer.dtype)
-        self.pipes = {"txt2img": base, **derived}
-        self.adapters = Adapters(base, spec.family, LORA_COMPONENTS, loras, max_loaded=max_loras)
+        return {"img2img": FluxImg2ImgPipeline, "inpaint": FluxInpaintPipeline}
 
     def base_kwargs(self, job: FluxJob, generator: torch.Generator) -> dict:
         """The diffusers call's arguments for this job (progress logging aside)."""
@@ -145,17 +138,12 @@ class FluxEngine:
             kwargs.update(mask_image=job.mask)
         return kwargs
 
-    @contextmanager
-    def request(self, job: FluxJob, tokens: Tokens) -> Iterator:
-        """The one place per-request state is set on the shared components (LoRA adapters
-        and their scales) and restored, whatever happens; yields the mode's pipeline."""
-        with self.adapters.active(job.loras, tokens, job.prompt):
-            yield self.pipes[job.mode]
-
-    def generate(self, job: FluxJob, tokens: Tokens = Tokens()) -> list[Image.Image]:
+    def generate(
+        self, job: FluxJob, tokens: Tokens = Tokens(), *, warm_slots: bool = False
+    ) -> list[Image.Image]:
         log.info(f"Mode: {job.mode}, {job.width}x{job.height}, {job.steps} steps")
         kwargs = self.base_kwargs(job, requests.seeded_generator(job.seed))
-        with self.request(job, tokens) as pipe, torch.inference_mode():
+        with self.request(job, tokens, warm_slots=warm_slots) as pipe, torch.inference_mode():
             return pipe(**kwargs, callback_on_step_end=common.step_logger()).images
 
 
@@ -170,3 +158,18 @@ class FluxModel(common.DiffusionModel):
     def load_components(cls, spec: ModelSpec, settings: Settings, device: str, *, training=False):
         weights, config = common.main_weights(spec, settings)
         return load_components(spec, weights, device, config=config)
+
+    def warm_up_inputs(self) -> list[FluxInputs]:
+        """One batch of 1 and one of 2 (a batch of 1 is compiled as its own case); other
+        sizes, modes and batches reuse these graphs (dynamic shapes)."""
+        return [
+            FluxInputs(
+                prompt="warm-up",
+                megapixels="0.25",
+                num_outputs=n,
+                num_inference_steps=1,
+                seed=0,
+                go_fast=True,
+            )  # fmt: skip
+            for n in (1, 2)
+        ]

@@ -17,6 +17,7 @@ the base layers only) and both slots enabled (an unused slot runs at scale 0).
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
 
@@ -36,8 +37,12 @@ class LoraSlots:
         targets = [n for n, m in model.named_modules() if isinstance(m, torch.nn.Linear)]
         # alpha = r: scaling 1, so a copied layer's effect is exactly its baked weights.
         self.config = LoraConfig(r=target_rank, lora_alpha=target_rank, target_modules=targets)
-        for slot in SLOTS:
-            model.add_adapter(self.config, adapter_name=slot)
+        with warnings.catch_warnings():
+            # Two adapters are the point; slots are never merged into fp8 weights.
+            warnings.filterwarnings("ignore", message="Already found a `peft_config`")
+            warnings.filterwarnings("ignore", message="TorchaoLoraLinear was instantiated")
+            for slot in SLOTS:
+                model.add_adapter(self.config, adapter_name=slot)
         model.set_adapters(list(SLOTS), [1.0] * len(SLOTS))
         prepare_model_for_compiled_hotswap(model, target_rank=target_rank)
         self._scalings = [m.scaling for m in model.modules() if _is_lora(m)]
@@ -45,11 +50,14 @@ class LoraSlots:
         model.disable_adapters()
 
     @contextmanager
-    def active(self, loras: list[tuple[str, float]], source: torch.nn.Module) -> Iterator[None]:
+    def active(
+        self, loras: list[tuple[str, float]], source: torch.nn.Module, *, idle: bool = False
+    ) -> Iterator[None]:
         """Put the adapters named in `loras` (loaded in `source`, the eager model) into the
-        slots at their scales for the body; afterwards the adapters are disabled again."""
+        slots at their scales for the body; afterwards the adapters are disabled again.
+        `idle` enables the slots even without LoRAs, at scale 0 (to warm that graph up)."""
         try:
-            if loras:
+            if loras or idle:
                 for index, (name, scale) in enumerate(loras):
                     if self.occupants[index] != name:
                         self._copy(index, name, source)

@@ -34,6 +34,7 @@ class Job:
     mask: Image.Image | None = None
     strength: float = 1.0
     loras: tuple[LoraRequest, ...] = ()
+    go_fast: bool = False
 
     @property
     def mode(self) -> str:

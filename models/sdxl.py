@@ -53,6 +53,7 @@ class SDXLInputs:
     output_format: str = "webp"
     output_quality: int = 80
     disable_safety_checker: bool = False
+    go_fast: bool = False
     lora_weights: str | None = None
     lora_scale: float = 1.0
     extra_lora: str | None = None
@@ -156,6 +157,7 @@ def plan(spec: ModelSpec, inputs: SDXLInputs) -> SDXLJob:
         mask=mask,
         strength=inputs.prompt_strength if image is not None else 1.0,
         loras=loras,
+        go_fast=inputs.go_fast,
     )
 
 
@@ -173,3 +175,21 @@ class SDXLModel(common.DiffusionModel):
         if spec.refiner and not training:
             refiner = resolve(spec.refiner, settings)
         return load_components(spec, weights, device, refiner=refiner, config=config)
+
+    def warm_up_inputs(self) -> list[SDXLInputs]:
+        """Guidance doubles the UNet's batch: 1 output with and without guidance gives
+        batches of 2 and 1 (compiled as its own case), 2 outputs a batch of 4."""
+        cases = ((1, 7.5), (2, 7.5), (1, 0.0))
+        return [
+            SDXLInputs(
+                prompt="warm-up",
+                width=512,
+                height=512,
+                num_outputs=n,
+                guidance_scale=g,
+                num_inference_steps=1,
+                seed=0,
+                go_fast=True,
+            )  # fmt: skip
+            for n, g in cases
+        ]

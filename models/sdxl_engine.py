@@ -16,9 +16,9 @@ import torch
 from PIL import Image
 
 from models import common
+from models.engine import Engine
 from models.errors import InputError
 from models.log import log
-from models.lora import Adapters, LoraStore
 from models.lora_sources import Tokens
 from models.requests import seeded_generator
 from models.specs import ModelSpec
@@ -82,60 +82,52 @@ def load_components(
     return SDXLComponents(base, first)
 
 
-# The components an SDXL LoRA may change, the UNet first. LoRAs apply to the base only,
-# as in cog-sdxl; the refiner shares text_encoder_2 with the base, so a LoRA's changes to
-# that encoder reach the refiner's prompt encoding too.
-LORA_COMPONENTS = ("unet", "text_encoder", "text_encoder_2")
+class SDXLEngine(Engine):
+    """Three base modes and two refiner modes share the components' models. LoRAs and
+    go_fast apply to the base UNet, as in cog-sdxl; the refiner shares text_encoder_2
+    with the base, so a LoRA's changes to that encoder reach the refiner's prompts too."""
 
+    denoiser = "unet"
+    lora_components = ("unet", "text_encoder", "text_encoder_2")
+    extra = _NO_WATERMARK
 
-class SDXLEngine:
-    """Three base modes and two refiner modes share the components' models."""
+    def __init__(self, spec: ModelSpec, components: SDXLComponents, device: str, **options):
+        super().__init__(spec, components.base, device, **options)
+        self.refiners = {}
+        if components.refiner is not None:
+            from diffusers import StableDiffusionXLInpaintPipeline
 
-    def __init__(
-        self,
-        spec: ModelSpec,
-        components: SDXLComponents,
-        device: str,
-        *,
-        loras: LoraStore,
-        max_loras: int = 8,
-    ):
+            inpaint = {"inpaint": StableDiffusionXLInpaintPipeline}
+            refiner = components.refiner
+            derived = common.derive_pipes(refiner, inpaint, dtype=self.dtype, **self.extra)
+            self.refiners = {"img2img": refiner, **derived}
+
+    def mode_classes(self) -> dict:
         from diffusers import StableDiffusionXLImg2ImgPipeline, StableDiffusionXLInpaintPipeline
 
-        self.spec, self.device = spec, device
-        base = components.base
-        derive = dict(dtype=base.unet.dtype, **_NO_WATERMARK)
-        modes = {
+        return {
             "img2img": StableDiffusionXLImg2ImgPipeline,
             "inpaint": StableDiffusionXLInpaintPipeline,
         }
-        self.pipes = {"txt2img": base, **common.derive_pipes(base, modes, **derive)}
-        self.refiners = {}
-        if components.refiner is not None:
-            inpaint = {"inpaint": StableDiffusionXLInpaintPipeline}
-            refiner = components.refiner
-            self.refiners = {"img2img": refiner, **common.derive_pipes(refiner, inpaint, **derive)}
-        self.adapters = Adapters(base, spec.family, LORA_COMPONENTS, loras, max_loaded=max_loras)
 
     @contextmanager
-    def request(self, job: SDXLJob, tokens: Tokens) -> Iterator[tuple]:
-        """The one place per-request state is set on the shared components and restored,
-        whatever happens: a fresh scheduler per pipeline from its weights' own config (so
-        no choice or step state leaks to the next request), and the LoRA adapters and
-        their scales. Yields (base-mode pipeline, refiner pipeline or None)."""
-        pipe, refiner = self.pipes[job.mode], None
-        if job.refine != "no_refiner":
-            refiner = self.refiners["inpaint" if job.mask is not None else "img2img"]
-        used = (pipe, refiner) if refiner is not None else (pipe,)
-        originals = [p.scheduler for p in used]
-        try:
-            for p, original in zip(used, originals, strict=True):
-                p.scheduler = make_scheduler(job.scheduler, original.config)
-            with self.adapters.active(job.loras, tokens, job.prompt):
+    def request(self, job: SDXLJob, tokens: Tokens, *, warm_slots: bool = False) -> Iterator:
+        """The base's per-request state (Engine.request: go_fast, LoRAs) plus a fresh
+        scheduler per pipeline from its weights' own config, so no choice or step state
+        leaks to the next request. Yields (base-mode pipeline, refiner pipeline or None)."""
+        with super().request(job, tokens, warm_slots=warm_slots) as pipe:
+            refiner = None
+            if job.refine != "no_refiner":
+                refiner = self.refiners["inpaint" if job.mask is not None else "img2img"]
+            used = (pipe, refiner) if refiner is not None else (pipe,)
+            originals = [p.scheduler for p in used]
+            try:
+                for p, original in zip(used, originals, strict=True):
+                    p.scheduler = make_scheduler(job.scheduler, original.config)
                 yield pipe, refiner
-        finally:
-            for p, original in zip(used, originals, strict=True):
-                p.scheduler = original
+            finally:
+                for p, original in zip(used, originals, strict=True):
+                    p.scheduler = original
 
     def check_ensemble_split(self, job: SDXLJob) -> None:
         """Count the steps each model gets in an expert ensemble, by diffusers' own rules,
@@ -201,7 +193,9 @@ class SDXLEngine:
             kwargs.update(mask_image=job.mask, width=job.width, height=job.height)
         return kwargs
 
-    def generate(self, job: SDXLJob, tokens: Tokens = Tokens()) -> list[Image.Image]:
+    def generate(
+        self, job: SDXLJob, tokens: Tokens = Tokens(), *, warm_slots: bool = False
+    ) -> list[Image.Image]:
         log.info(
             f"Mode: {job.mode}, {job.width}x{job.height}, {job.steps} steps, "
             f"{job.scheduler}, {job.refine}"
@@ -212,7 +206,8 @@ class SDXLEngine:
             self.check_ensemble_split(job)
         generator = seeded_generator(job.seed)
         progress = dict(callback_on_step_end=common.step_logger())
-        with self.request(job, tokens) as (pipe, refiner), torch.inference_mode():
+        request = self.request(job, tokens, warm_slots=warm_slots)
+        with request as (pipe, refiner), torch.inference_mode():
             images = pipe(**self.base_kwargs(job, generator), **progress).images
             if refiner is None:
                 return images

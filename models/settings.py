@@ -33,6 +33,13 @@ class Settings:
     lora_cache_gb: float = 20.0
     # LoRAs kept loaded on the device between requests (least recently used unloaded).
     lora_max_loaded: int = 8
+    # go_fast: "auto" compiles on a GPU and uses fp8 where the GPU multiplies it; "on"
+    # forces (COMPILE=on on a CPU, for tests; FP8=on gives weight-only fp8 without fp8
+    # matmul); "off" never. LoRA slots of the go_fast model hold LoRAs up to this rank.
+    compile: str = "auto"
+    fp8: str = "auto"
+    lora_target_rank: int = 64
+    compile_cache_dir: Path = REPO_ROOT / "weights" / "compile-cache"
     # Where Hugging Face, CivitAI and Replicate answer (tests point these at local stand-ins).
     hf_endpoint: str = "https://huggingface.co"
     civitai_endpoint: str = "https://civitai.com"
@@ -55,6 +62,13 @@ def _number(env, name: str, default: float, kind=float):
         raise ValueError(f"{name}={raw!r} must be a number (default {default}).") from None
 
 
+def _choice(env, name: str, choices: tuple[str, ...]) -> str:
+    value = (env.get(name) or choices[0]).strip().lower()
+    if value not in choices:
+        raise ValueError(f"{name}={value!r}: use one of {', '.join(choices)}.")
+    return value
+
+
 def load_settings() -> Settings:
     env = os.environ
     weights_dir = Path(env.get("WEIGHTS_DIR", str(REPO_ROOT / "weights")))
@@ -68,6 +82,10 @@ def load_settings() -> Settings:
         lora_cache_dir=Path(env.get("LORA_CACHE_DIR") or weights_dir / "lora-cache"),
         lora_cache_gb=_number(env, "LORA_CACHE_GB", 20.0),
         lora_max_loaded=_number(env, "LORA_MAX_LOADED", 8, int),
+        compile=_choice(env, "COMPILE", ("auto", "on", "off")),
+        fp8=_choice(env, "FP8", ("auto", "on", "off")),
+        lora_target_rank=_number(env, "LORA_TARGET_RANK", 64, int),
+        compile_cache_dir=Path(env.get("COMPILE_CACHE_DIR") or weights_dir / "compile-cache"),
         hf_endpoint=(env.get("HF_ENDPOINT") or "https://huggingface.co").rstrip("/"),
         civitai_endpoint=(env.get("CIVITAI_ENDPOINT") or "https://civitai.com").rstrip("/"),
         replicate_endpoint=(env.get("REPLICATE_WEB_ENDPOINT") or "https://replicate.com").rstrip(

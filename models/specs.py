@@ -40,6 +40,9 @@ class ModelSpec:
     # Manifest entries of the two safety checkers: CompVis, then Falcons.ai ViT.
     safety: tuple[str, str] = ("safety-checker", "falcon-nsfw")
     description: str = ""
+    # Layers (name prefixes) of the transformer/UNet that go_fast keeps out of fp8: small,
+    # precision-sensitive embedders and output layers.
+    fp8_keep: tuple[str, ...] = ()
 
     def weight_entries(self, *, safety: bool = True) -> tuple[str, ...]:
         """Every manifest entry this variant loads at setup."""
@@ -54,6 +57,7 @@ def _flux(name: str, **kw) -> ModelSpec:
         size_multiple=16,
         dtype="bfloat16",
         single_file="transformer",
+        fp8_keep=("x_embedder", "context_embedder", "time_text_embed", "norm_out", "proj_out"),
     )
     return ModelSpec(name=name, **{**defaults, **kw})
 
@@ -70,6 +74,7 @@ def _sdxl(name: str, **kw) -> ModelSpec:
         size_multiple=8,  # the VAE's factor; the UNet needs no more
         dtype="float16",
         scheduler="K_EULER",
+        fp8_keep=("time_embedding", "add_embedding"),
     )
     return ModelSpec(name=name, **{**defaults, **kw})
 

@@ -79,3 +79,23 @@ def assert_plan_rejects(model, tmp_path: Path, inputs: dict, words: list[str]) -
         model.plan(model.spec, model.inputs(prompt="x", **values))
     for word in words:
         assert word in str(err.value)
+
+
+@pytest.fixture(scope="session")
+def compiled_flux(settings, tmp_path_factory):
+    """tiny-flux-dev with its go_fast model compiled on this CPU (COMPILE=on), LoRA slots
+    of rank 8, warmed up at setup as on a GPU. Compiling takes minutes here: share it."""
+    from models.flux import FluxModel
+    from models.specs import get_spec
+
+    folder = tmp_path_factory.mktemp("compiled-flux")
+    custom = replace(
+        settings,
+        safety_checker=False,
+        compile="on",
+        fp8="off",
+        lora_target_rank=8,
+        lora_cache_dir=folder / "loras",
+        compile_cache_dir=folder / "compile-cache",
+    )
+    return FluxModel(get_spec("tiny-flux-dev"), custom)

@@ -168,10 +168,15 @@ def test_corrupt_image_is_an_input_error(schnell, tmp_path):
         plan(schnell.spec, FluxInputs(prompt="x", image=tmp_path / "bad.png"))
 
 
-def test_go_fast_is_accepted_and_logged(schnell, caplog):
+def test_go_fast_on_a_cpu_says_so_and_runs_the_eager_model(schnell, caplog):
+    inputs = dict(prompt="x", megapixels="0.25", num_inference_steps=1, seed=3, output_format="png")
     with caplog.at_level(logging.INFO, logger="models"):
-        plan(schnell.spec, FluxInputs(prompt="x", go_fast=True))
-    assert "go_fast has no effect" in caplog.text
+        fast = schnell.predict(FluxInputs(**inputs, go_fast=True))[0].read_bytes()
+    assert "go_fast: eager (CPU: compiling does not pay off here; COMPILE=on forces it)" in (
+        caplog.text
+    )
+    assert schnell.engine.fast is None
+    assert schnell.predict(FluxInputs(**inputs, go_fast=False))[0].read_bytes() == fast
 
 
 def test_low_strength_still_runs_one_flux_step(schnell, tmp_path, caplog):

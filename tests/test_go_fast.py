@@ -1,0 +1,169 @@
+"""go_fast: the compiled (and fp8) copy of the transformer/UNet beside the eager model.
+
+Compiled on this CPU with COMPILE=on (tests/conftest.py `compiled_flux`); fp8 here is
+weight-only (FP8=on), the only fp8 torchao runs without a GPU that multiplies fp8.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import replace
+
+import numpy as np
+import pytest
+import torch
+import torch._dynamo.utils as dynamo_utils
+from PIL import Image
+
+from models.fast import FastPlan, load_compile_cache, plan_fast
+from models.flux import FluxInputs, FluxModel
+from models.sdxl import SDXLInputs, SDXLModel
+from models.sizes import ASPECT_RATIOS
+from models.specs import get_spec
+from tests.conftest import write_image
+from tools.loras import flux_lora, sdxl_lora
+
+STEP = dict(num_inference_steps=1, seed=5, output_format="png")
+
+
+def pixels(path) -> np.ndarray:
+    return np.asarray(Image.open(path), dtype=np.float64)
+
+
+def cosine(a: np.ndarray, b: np.ndarray) -> float:
+    a, b = a.ravel() / 127.5 - 1, b.ravel() / 127.5 - 1  # centred: no free similarity
+    return float(a @ b / np.linalg.norm(a) / np.linalg.norm(b))
+
+
+@pytest.mark.parametrize(
+    ("compile_setting", "fp8_setting", "device", "expected"),
+    [
+        (
+            "auto",
+            "auto",
+            "cpu",
+            FastPlan(False, None, "CPU: compiling does not pay off here; COMPILE=on forces it"),
+        ),  # fmt: skip
+        ("on", "auto", "cpu", FastPlan(True, None, "")),
+        (
+            "on",
+            "on",
+            "cpu",
+            FastPlan(
+                True,
+                "weight-only",
+                "no fp8 matmul here: weight-only fp8 halves memory, it does not speed up",
+            ),
+        ),  # fmt: skip
+        (
+            "off",
+            "off",
+            "cpu",
+            FastPlan(False, None, "CPU: compiling does not pay off here; COMPILE=on forces it"),
+        ),  # fmt: skip
+    ],
+)
+def test_what_go_fast_does_follows_the_settings(compile_setting, fp8_setting, device, expected):
+    assert plan_fast(compile_setting, fp8_setting, device) == expected
+
+
+def test_compiled_output_equals_eager_within_one_level(compiled_flux):
+    inputs = dict(prompt="a blue square", megapixels="0.25", **STEP)
+    fast = pixels(compiled_flux.predict(FluxInputs(**inputs, go_fast=True))[0])
+    eager = pixels(compiled_flux.predict(FluxInputs(**inputs, go_fast=False))[0])
+    assert np.abs(fast - eager).max() <= 1  # 8-bit rounding of nearly equal floats
+
+
+def test_no_recompile_for_any_size_mode_or_batch_after_warm_up(compiled_flux, tmp_path, caplog):
+    image = write_image(tmp_path / "in.png", size=(600, 440))
+    mask = write_image(tmp_path / "mask.png", size=(600, 440), mode="L", color=255)
+    requests = [
+        dict(aspect_ratio=ratio, megapixels=mp, num_outputs=1 + i % 4)
+        for i, (ratio, mp) in enumerate((r, m) for r in ASPECT_RATIOS for m in ("1", "0.25"))
+    ]
+    requests += [dict(image=image, num_outputs=n) for n in (1, 3)]
+    requests += [dict(image=image, mask=mask, megapixels=mp) for mp in ("0.25", "match_input")]
+    graphs = dynamo_utils.counters["stats"]["unique_graphs"]
+    torch._dynamo.config.error_on_recompile = True
+    try:
+        with caplog.at_level(logging.INFO, logger="models"):
+            for request in requests:
+                compiled_flux.predict(FluxInputs(prompt="x", go_fast=True, **STEP, **request))
+    finally:
+        torch._dynamo.config.error_on_recompile = False
+    assert dynamo_utils.counters["stats"]["unique_graphs"] == graphs
+    assert caplog.text.count("go_fast: compiled, no fp8") == len(requests)
+    assert "Mode: inpaint, 592x432" in caplog.text and "Mode: img2img" in caplog.text
+
+
+def test_go_fast_false_is_bit_identical_around_a_go_fast_request(compiled_flux):
+    inputs = dict(prompt="a green triangle", megapixels="0.25", **STEP)
+    first = compiled_flux.predict(FluxInputs(**inputs, go_fast=False))[0].read_bytes()
+    compiled_flux.predict(FluxInputs(**inputs, go_fast=True))
+    assert compiled_flux.predict(FluxInputs(**inputs, go_fast=False))[0].read_bytes() == first
+
+
+def test_the_compile_cache_is_saved_after_warm_up_and_loads(compiled_flux, caplog):
+    folder = compiled_flux.settings.compile_cache_dir
+    (saved,) = folder.glob("tiny-flux-dev-*.bin")
+    assert saved.stat().st_size > 0
+    with caplog.at_level(logging.INFO, logger="models"):
+        assert load_compile_cache(saved)
+    assert "Loaded compile cache" in caplog.text
+
+
+def weight_bytes(module: torch.nn.Module) -> int:
+    """Bytes of the Linear weights that are stored, fp8 data and scales included."""
+    total = 0
+    for name, layer in module.named_modules():
+        if isinstance(layer, torch.nn.Linear) and ".lora_" not in f".{name}":
+            weight = layer.weight
+            parts = [getattr(weight, n) for n in weight.__tensor_flatten__()[0]] if hasattr(
+                weight, "__tensor_flatten__") else [weight]  # fmt: skip
+            total += sum(p.numel() * p.element_size() for p in parts)
+    return total
+
+
+@pytest.fixture(scope="module")
+def fp8_flux(settings, tmp_path_factory):
+    custom = replace(settings, safety_checker=False, compile="off", fp8="on",
+                     lora_target_rank=8, lora_cache_dir=tmp_path_factory.mktemp("l"))  # fmt: skip
+    return FluxModel(get_spec("tiny-flux-dev"), custom)
+
+
+def test_fp8_halves_the_quantized_layers_and_keeps_the_listed_ones(fp8_flux):
+    fast, eager = fp8_flux.engine.fast.model, fp8_flux.engine.eager
+    for name, layer in fast.named_modules():
+        if isinstance(layer, torch.nn.Linear) and ".lora_" not in name:
+            quantized = type(layer.weight).__name__ == "Float8Tensor"
+            assert quantized != name.startswith(fp8_flux.spec.fp8_keep), name
+    blocks = [(m.transformer_blocks, m.single_transformer_blocks) for m in (fast, eager)]
+    fp8, full = (sum(weight_bytes(b) for b in pair) for pair in blocks)
+    # float32 (the tiny model on a CPU) -> 1 byte + one scale per row: about a quarter; in
+    # bfloat16 on a GPU the same layers take half.
+    assert fp8 < 0.3 * full, (fp8, full)
+
+
+def test_a_lora_on_the_fp8_path_draws_what_it_draws_at_full_precision(fp8_flux, tmp_path):
+    pipe = fp8_flux.engine.pipes["txt2img"]
+    lora = str(flux_lora(pipe, tmp_path / "l.safetensors", rank=8, seed=2))
+    inputs = dict(prompt="a red circle", megapixels="0.25", lora_weights=lora, **STEP)
+    fast = pixels(fp8_flux.predict(FluxInputs(**inputs, go_fast=True))[0])
+    full = pixels(fp8_flux.predict(FluxInputs(**inputs, go_fast=False))[0])
+    base = pixels(
+        fp8_flux.predict(FluxInputs(**{**inputs, "lora_weights": None}, go_fast=False))[0]
+    )
+    assert cosine(fast, full) >= 0.98
+    assert np.abs(fast - base).mean() > 2 * np.abs(fast - full).mean()  # the LoRA is there
+
+
+def test_sdxl_go_fast_path_with_fp8_and_a_lora(settings, tmp_path):
+    custom = replace(settings, safety_checker=False, compile="off", fp8="on",
+                     lora_target_rank=8, lora_cache_dir=tmp_path / "l")  # fmt: skip
+    model = SDXLModel(get_spec("tiny-sdxl"), custom)
+    lora = str(sdxl_lora(model.engine.pipes["txt2img"], tmp_path / "l.safetensors", rank=4))
+    inputs = dict(prompt="a red circle", width=256, height=256, lora_weights=lora,
+                  num_inference_steps=3, seed=5, output_format="png")  # fmt: skip
+    fast = pixels(model.predict(SDXLInputs(**inputs, go_fast=True))[0])
+    full = pixels(model.predict(SDXLInputs(**inputs, go_fast=False))[0])
+    assert cosine(fast, full) >= 0.98
