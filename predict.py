@@ -13,6 +13,7 @@ from cog import BasePredictor, Input, Path, Secret
 
 from models.families import FAMILIES
 from models.flux import FluxInputs
+from models.log import quiet_import_noise
 from models.sdxl import SDXLInputs
 from models.settings import load_settings
 from models.specs import get_spec
@@ -175,6 +176,7 @@ def _configure_logging() -> None:
         handler.setFormatter(logging.Formatter("%(message)s"))
         logger.addHandler(handler)
     logger.setLevel(logging.INFO)
+    quiet_import_noise()
 
 
 def _load(predictor: BasePredictor, default_model: str):

@@ -7,6 +7,7 @@ from __future__ import annotations
 import logging
 import shutil
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import torch
@@ -57,17 +58,30 @@ def finish(
     output_format: str,
     output_quality: int,
 ) -> list[Path]:
-    """Drop unsafe images (unless disabled) and write the rest as out-<i>.<ext>."""
+    """Drop unsafe images (unless disabled) and write the rest as out-<i>.<ext>. Encoding
+    runs while the safety check does; files of images found unsafe are deleted before
+    anything is returned."""
     checker = None if disable_safety_checker else safety
     if safety is None and not disable_safety_checker:
         log.info("Safety checker is not loaded in this deployment (SAFETY_CHECKER=0).")
-    started = time.perf_counter()
-    kept, indices = filter_safe(images, checker)
-    if checker is not None:
-        log.info(f"Safety check took {time.perf_counter() - started:.3f}s")
-    return save_images(
-        kept, output_format=output_format, output_quality=output_quality, indices=indices
-    )
+    if checker is None:
+        return save_images(images, output_format=output_format, output_quality=output_quality)
+    with ThreadPoolExecutor(max_workers=1) as pool:
+        started = time.perf_counter()
+        verdict = pool.submit(filter_safe, images, checker)
+        verdict.add_done_callback(
+            lambda _: log.info(f"Safety check took {time.perf_counter() - started:.3f}s")
+        )
+        paths = save_images(images, output_format=output_format, output_quality=output_quality)
+        try:
+            _, kept = verdict.result()
+        except BaseException:  # no image is safe: nothing of this request stays on disk
+            shutil.rmtree(paths[0].parent, ignore_errors=True)
+            raise
+    for index, path in enumerate(paths):
+        if index not in kept:
+            path.unlink()
+    return [paths[index] for index in kept]
 
 
 def load_safety(names: tuple[str, str], device: str, fetch) -> SafetyChecker:
@@ -167,11 +181,13 @@ class DiffusionModel:
         what only serving uses (SDXL's refiner)."""
         raise NotImplementedError
 
-    def __init__(self, spec: ModelSpec, settings: Settings):
+    def __init__(self, spec: ModelSpec, settings: Settings, *, components=None):
+        """`components` replaces load_components (benchmarks build random full-size ones)."""
         started = time.perf_counter()
         self.spec, self.settings = spec, settings
         device = pick_device(settings.device)
-        components = self.load_components(spec, settings, device)
+        if components is None:
+            components = self.load_components(spec, settings, device)
         self.engine = type(self).engine(
             spec,
             components,
@@ -182,8 +198,9 @@ class DiffusionModel:
             lora_target_rank=settings.lora_target_rank,
         )
         if self.engine.fast is not None and self.engine.fast_plan.compile:
-            self.warm_up(cache_path(settings.compile_cache_dir, spec.name, self.engine.fast_plan,
-                                    device))  # fmt: skip
+            self.warm_up(
+                cache_path(settings.compile_cache_dir, spec.name, self.engine.fast_plan, device)
+            )
         fetch = lambda name: resolve(name, settings)  # noqa: E731
         self.safety = load_safety(spec.safety, device, fetch) if settings.safety_checker else None
         self._last_outputs: Path | None = None

@@ -42,14 +42,16 @@ class Engine:
         # from_pipe casts what it shares to its dtype argument (float32 unless given).
         self.dtype = eager.dtype
         self.pipes = self._modes(base)
-        self.adapters = Adapters(base, spec.family, self.lora_components, loras,
-                                 max_loaded=max_loras)  # fmt: skip
+        self.adapters = Adapters(
+            base, spec.family, self.lora_components, loras, max_loaded=max_loras
+        )
         self.fast_plan = fast or FastPlan(compile=False, fp8=None, why="not set up")
         self.fast: FastDenoiser | None = None
         self.fast_pipes: dict = {}
         if self.fast_plan.active:
-            self.fast = FastDenoiser(eager, self.fast_plan, keep=spec.fp8_keep,
-                                     target_rank=lora_target_rank)  # fmt: skip
+            self.fast = FastDenoiser(
+                eager, self.fast_plan, keep=spec.fp8_keep, target_rank=lora_target_rank
+            )
             swap = {self.denoiser: self.fast.model}
             fast_base = type(base).from_pipe(base, dtype=self.dtype, **self.extra, **swap)
             self.fast_pipes = self._modes(fast_base)

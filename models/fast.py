@@ -105,6 +105,20 @@ def _quantize(model: torch.nn.Module, fp8: str, keep: tuple[str, ...]) -> int:
     return len(chosen)
 
 
+def linear_weight_bytes(module: torch.nn.Module) -> int:
+    """Bytes the Linear layers' weights take as stored (fp8 data and scales included),
+    LoRA layers left out."""
+    total = 0
+    for name, layer in module.named_modules():
+        if not isinstance(layer, torch.nn.Linear) or ".lora_" in f".{name}":
+            continue
+        weight = layer.weight
+        names = weight.__tensor_flatten__()[0] if hasattr(weight, "__tensor_flatten__") else []
+        parts = [getattr(weight, n) for n in names] or [weight]
+        total += sum(p.numel() * p.element_size() for p in parts)
+    return total
+
+
 class FastDenoiser:
     """The go_fast copy of a transformer/UNet: fp8 and compiled as `plan` says, with LoRA
     slots (at `target_rank`; 0 leaves them out and refuses LoRAs on this path)."""
@@ -122,7 +136,13 @@ class FastDenoiser:
             torch.fx.experimental._config.use_duck_shape = False
             self.model.compile_repeated_blocks(dynamic=True)
         took = time.perf_counter() - started
-        log.info(f"go_fast model ready in {took:.1f}s: {plan.describe()}, {quantized} fp8 layers")
+        size = ""
+        if quantized:
+            fp8, full = linear_weight_bytes(self.model), linear_weight_bytes(eager)
+            size = f" ({fp8 / 1e9:.2f} GB of Linear weights instead of {full / 1e9:.2f} GB)"
+        log.info(
+            f"go_fast model ready in {took:.1f}s: {plan.describe()}, {quantized} fp8 layers{size}"
+        )
 
 
 def cache_path(folder: Path, spec_name: str, plan: FastPlan, device: str) -> Path:

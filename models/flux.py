@@ -170,6 +170,6 @@ class FluxModel(common.DiffusionModel):
                 num_inference_steps=1,
                 seed=0,
                 go_fast=True,
-            )  # fmt: skip
+            )
             for n in (1, 2)
         ]

@@ -190,6 +190,6 @@ class SDXLModel(common.DiffusionModel):
                 num_inference_steps=1,
                 seed=0,
                 go_fast=True,
-            )  # fmt: skip
+            )
             for n, g in cases
         ]

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 
+from tests.conftest import image_bytes
 from tools.bench import bench
 
 pytestmark = pytest.mark.server
@@ -20,3 +21,72 @@ def test_bench_reports_setup_server_bare_and_safety_figures():
     assert result["overhead_ratio"] == pytest.approx(
         result["server_e2e_s"] / result["bare_pipeline_s"], rel=0.01
     )
+
+
+def test_bench_lora_reports_each_load_path_and_the_request_ratio():
+    from tools.bench import request_inputs
+    from tools.bench_lora import bench_lora
+
+    inputs = request_inputs("tiny-flux-schnell", megapixels="0.25", steps=1)
+    result = bench_lora("tiny-flux-schnell", inputs, runs=1, rank=4, compile_it=False)
+    for key in (
+        "load_first_from_url_s",
+        "load_from_disk_cache_s",
+        "load_already_on_device_s",
+        "request_without_lora_s",
+        "request_with_lora_s",
+        "lora_bytes",
+    ):
+        assert result[key] > 0, key
+    assert "recompiles_during_10_swaps" not in result  # only with --lora-compile
+
+
+def test_go_fast_bench_parts_measure_the_compiled_model(compiled_flux, tmp_path):
+    from tools.bench_fast import size_requests, step_seconds
+
+    inputs = {"prompt": "x", "megapixels": "0.25", "num_inference_steps": 2, "seed": 1}
+    assert step_seconds(compiled_flux, inputs, go_fast=True, runs=1) > 0
+    assert step_seconds(compiled_flux, inputs, go_fast=False, runs=1) > 0
+    assert "forward" not in vars(compiled_flux.engine.eager)  # unwrapped again
+    image = tmp_path / "in.png"
+    image.write_bytes(image_bytes())
+    sizes = size_requests("flux", image)
+    assert len(sizes) == 24 and {r.get("num_outputs", 1) for r in sizes} == {1, 2, 3, 4}
+
+
+def test_go_fast_bench_setup_runs_in_a_fresh_process():
+    from tools.bench_fast import setup_in_fresh_process
+
+    env = {"COMPILE": "off", "FP8": "off", "SAFETY_CHECKER": "0"}
+    assert setup_in_fresh_process("tiny-flux-schnell", env) > 0
+
+
+def test_stage_shares_cover_every_stage_of_a_request():
+    from tools.bench import request_inputs
+    from tools.bench_stages import bench_stages
+
+    inputs = request_inputs("tiny-flux-schnell", megapixels="0.25", steps=2)
+    result = bench_stages("tiny-flux-schnell", inputs, runs=1, go_fast=False)
+    stages = (
+        "text_encoding",
+        "denoising",
+        "vae_decode",
+        "safety_check",
+        "image_encoding",
+        "base64",
+    )
+    for stage in stages:
+        assert result[f"{stage}_s"] > 0, stage
+    # Sequential stages cannot add up to more than the request (safety overlaps encoding).
+    sequential = ("text_encoding", "denoising", "vae_decode", "image_encoding")
+    assert sum(result[f"{s}_share"] for s in sequential) <= 1.0
+
+
+@pytest.mark.parametrize("model", ["flux-dev", "sdxl"])
+def test_full_size_bench_runs_its_real_architectures_code_at_toy_size(model):
+    # The same builders and timing loop as --full-size on a GPU, with SMOKE dims on a CPU.
+    from tools.bench_full import SMOKE, bench_full
+
+    result = bench_full(model, runs=1, dims=SMOKE, size=512, steps=1, configs=("eager",))
+    assert result["size"] == "512x512" and result["eager_s"] > 0
+    assert result["eager_path"] == "eager"

@@ -15,7 +15,7 @@ import torch
 import torch._dynamo.utils as dynamo_utils
 from PIL import Image
 
-from models.fast import FastPlan, load_compile_cache, plan_fast
+from models.fast import FastPlan, linear_weight_bytes, load_compile_cache, plan_fast
 from models.flux import FluxInputs, FluxModel
 from models.sdxl import SDXLInputs, SDXLModel
 from models.sizes import ASPECT_RATIOS
@@ -43,7 +43,7 @@ def cosine(a: np.ndarray, b: np.ndarray) -> float:
             "auto",
             "cpu",
             FastPlan(False, None, "CPU: compiling does not pay off here; COMPILE=on forces it"),
-        ),  # fmt: skip
+        ),
         ("on", "auto", "cpu", FastPlan(True, None, "")),
         (
             "on",
@@ -54,13 +54,13 @@ def cosine(a: np.ndarray, b: np.ndarray) -> float:
                 "weight-only",
                 "no fp8 matmul here: weight-only fp8 halves memory, it does not speed up",
             ),
-        ),  # fmt: skip
+        ),
         (
             "off",
             "off",
             "cpu",
             FastPlan(False, None, "CPU: compiling does not pay off here; COMPILE=on forces it"),
-        ),  # fmt: skip
+        ),
     ],
 )
 def test_what_go_fast_does_follows_the_settings(compile_setting, fp8_setting, device, expected):
@@ -112,22 +112,16 @@ def test_the_compile_cache_is_saved_after_warm_up_and_loads(compiled_flux, caplo
     assert "Loaded compile cache" in caplog.text
 
 
-def weight_bytes(module: torch.nn.Module) -> int:
-    """Bytes of the Linear weights that are stored, fp8 data and scales included."""
-    total = 0
-    for name, layer in module.named_modules():
-        if isinstance(layer, torch.nn.Linear) and ".lora_" not in f".{name}":
-            weight = layer.weight
-            parts = [getattr(weight, n) for n in weight.__tensor_flatten__()[0]] if hasattr(
-                weight, "__tensor_flatten__") else [weight]  # fmt: skip
-            total += sum(p.numel() * p.element_size() for p in parts)
-    return total
-
-
 @pytest.fixture(scope="module")
 def fp8_flux(settings, tmp_path_factory):
-    custom = replace(settings, safety_checker=False, compile="off", fp8="on",
-                     lora_target_rank=8, lora_cache_dir=tmp_path_factory.mktemp("l"))  # fmt: skip
+    custom = replace(
+        settings,
+        safety_checker=False,
+        compile="off",
+        fp8="on",
+        lora_target_rank=8,
+        lora_cache_dir=tmp_path_factory.mktemp("l"),
+    )
     return FluxModel(get_spec("tiny-flux-dev"), custom)
 
 
@@ -138,7 +132,7 @@ def test_fp8_halves_the_quantized_layers_and_keeps_the_listed_ones(fp8_flux):
             quantized = type(layer.weight).__name__ == "Float8Tensor"
             assert quantized != name.startswith(fp8_flux.spec.fp8_keep), name
     blocks = [(m.transformer_blocks, m.single_transformer_blocks) for m in (fast, eager)]
-    fp8, full = (sum(weight_bytes(b) for b in pair) for pair in blocks)
+    fp8, full = (sum(linear_weight_bytes(b) for b in pair) for pair in blocks)
     # float32 (the tiny model on a CPU) -> 1 byte + one scale per row: about a quarter; in
     # bfloat16 on a GPU the same layers take half.
     assert fp8 < 0.3 * full, (fp8, full)
@@ -158,12 +152,25 @@ def test_a_lora_on_the_fp8_path_draws_what_it_draws_at_full_precision(fp8_flux, 
 
 
 def test_sdxl_go_fast_path_with_fp8_and_a_lora(settings, tmp_path):
-    custom = replace(settings, safety_checker=False, compile="off", fp8="on",
-                     lora_target_rank=8, lora_cache_dir=tmp_path / "l")  # fmt: skip
+    custom = replace(
+        settings,
+        safety_checker=False,
+        compile="off",
+        fp8="on",
+        lora_target_rank=8,
+        lora_cache_dir=tmp_path / "l",
+    )
     model = SDXLModel(get_spec("tiny-sdxl"), custom)
     lora = str(sdxl_lora(model.engine.pipes["txt2img"], tmp_path / "l.safetensors", rank=4))
-    inputs = dict(prompt="a red circle", width=256, height=256, lora_weights=lora,
-                  num_inference_steps=3, seed=5, output_format="png")  # fmt: skip
+    inputs = dict(
+        prompt="a red circle",
+        width=256,
+        height=256,
+        lora_weights=lora,
+        num_inference_steps=3,
+        seed=5,
+        output_format="png",
+    )
     fast = pixels(model.predict(SDXLInputs(**inputs, go_fast=True))[0])
     full = pixels(model.predict(SDXLInputs(**inputs, go_fast=False))[0])
     assert cosine(fast, full) >= 0.98

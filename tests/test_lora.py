@@ -20,10 +20,14 @@ from models.specs import get_spec
 from tools.hub import Hub
 from tools.loras import flux_lora, sdxl_lora
 
-FLUX = dict(prompt="a red circle", megapixels="0.25", num_inference_steps=2, seed=7,
-            output_format="png")  # fmt: skip
-SDXL = dict(prompt="a red circle", width=256, height=256, num_inference_steps=3, seed=7,
-            output_format="png")  # fmt: skip
+# A small input image at strength 1 draws from noise at its size (128x128): cheaper than
+# the smallest text-to-image size, and the same transformer and LoRA layers run.
+FLUX = dict(
+    prompt="a red circle", prompt_strength=1.0, num_inference_steps=2, seed=7, output_format="png"
+)
+SDXL = dict(
+    prompt="a red circle", width=256, height=256, num_inference_steps=3, seed=7, output_format="png"
+)
 
 
 def pixels(paths) -> np.ndarray:
@@ -34,6 +38,13 @@ def pixels(paths) -> np.ndarray:
 def hub():
     with Hub() as hub:
         yield hub
+
+
+@pytest.fixture(scope="module", autouse=True)
+def small_image(tmp_path_factory):
+    path = tmp_path_factory.mktemp("image") / "in.png"
+    Image.new("RGB", (128, 128), (40, 90, 160)).save(path)
+    FLUX["image"] = path
 
 
 @pytest.fixture(scope="module")
@@ -54,7 +65,7 @@ def flux_files(flux, tmp_path_factory):
             layout=layout,
             seed=i,
             text_encoder=layout in ("diffusers", "kohya"),
-        )  # fmt: skip
+        )
         for i, layout in enumerate(("diffusers", "kohya", "comfyui", "xlabs"))
     }
     for name, seed in (("a", 10), ("b", 11), ("c", 12)):
@@ -99,19 +110,26 @@ def test_two_loras_each_keep_their_own_scale(flux, flux_files):
     a, b = str(flux_files["a"]), str(flux_files["b"])
     only_a = run(flux, lora_weights=a, lora_scale=0.7)
     only_b = run(flux, lora_weights=b, lora_scale=1.5)
-    assert np.array_equal(run(flux, lora_weights=a, lora_scale=0.7, extra_lora=b,
-                              extra_lora_scale=0), only_a)  # fmt: skip
-    assert np.array_equal(run(flux, lora_weights=a, lora_scale=0, extra_lora=b,
-                              extra_lora_scale=1.5), only_b)  # fmt: skip
+    assert np.array_equal(
+        run(flux, lora_weights=a, lora_scale=0.7, extra_lora=b, extra_lora_scale=0), only_a
+    )
+    assert np.array_equal(
+        run(flux, lora_weights=a, lora_scale=0, extra_lora=b, extra_lora_scale=1.5), only_b
+    )
     both = run(flux, lora_weights=a, lora_scale=0.7, extra_lora=b, extra_lora_scale=1.5)
     assert not np.array_equal(both, only_a) and not np.array_equal(both, only_b)
 
 
 def test_fifty_swaps_in_any_order_leave_no_trace(flux, flux_files, flux_base):
     a, b, c = (str(flux_files[k]) for k in "abc")
-    requests = [{}, {"lora_weights": a}, {"lora_weights": b, "lora_scale": 2},
-                {"lora_weights": a, "extra_lora": c, "extra_lora_scale": -0.5},
-                {"lora_weights": c}, {"extra_lora": b}]  # fmt: skip
+    requests = [
+        {},
+        {"lora_weights": a},
+        {"lora_weights": b, "lora_scale": 2},
+        {"lora_weights": a, "extra_lora": c, "extra_lora_scale": -0.5},
+        {"lora_weights": c},
+        {"extra_lora": b},
+    ]
     first = {i: run(flux, **r) for i, r in enumerate(requests)}
     rng = random.Random(0)
     for _ in range(50):
@@ -124,6 +142,7 @@ def test_a_loaded_lora_is_not_fetched_or_loaded_again(flux, flux_files, hub, cap
     url = hub.add_file("again/lora.safetensors", flux_files["b"].read_bytes())
     run(flux, lora_weights=url)
     fetched = hub.count("again/lora.safetensors")
+    caplog.clear()
     with caplog.at_level(logging.INFO, logger="models"):
         run(flux, lora_weights=url)
     assert hub.count("again/lora.safetensors") == fetched
@@ -176,8 +195,11 @@ def refused(model, tmp_path, **inputs) -> str:
 
 
 def test_loras_of_the_other_family_and_non_loras_are_refused(flux, flux_base, tmp_path):
-    sdxl_like = {"lora_unet_input_blocks_4_1_transformer_blocks_0_attn1_to_q.lora_down.weight":
-                 torch.ones(4, 8)}  # fmt: skip
+    sdxl_like = {
+        "lora_unet_input_blocks_4_1_transformer_blocks_0_attn1_to_q.lora_down.weight": torch.ones(
+            4, 8
+        )
+    }
     save_file(sdxl_like, tmp_path / "sdxl.safetensors")
     message = refused(flux, tmp_path, lora_weights=str(tmp_path / "sdxl.safetensors"))
     assert "a LoRA for SDXL" in message and "this model is FLUX.1" in message
@@ -208,21 +230,26 @@ def test_scales_out_of_range_are_refused_before_any_work(flux, hub):
 @pytest.fixture(scope="module")
 def sdxl(settings, tmp_path_factory):
     cache = tmp_path_factory.mktemp("sdxl-lora-cache")
-    return SDXLModel(get_spec("tiny-sdxl"), replace(settings, safety_checker=False,
-                                                    lora_cache_dir=cache))  # fmt: skip
+    return SDXLModel(
+        get_spec("tiny-sdxl"), replace(settings, safety_checker=False, lora_cache_dir=cache)
+    )
 
 
 def test_sdxl_kohya_and_diffusers_layouts_of_one_lora_draw_the_same(sdxl, tmp_path):
     pipe, base = sdxl.engine.pipes["txt2img"], run(sdxl)
-    made = {layout: sdxl_lora(pipe, tmp_path / f"{layout}.safetensors", layout=layout,
-                              text_encoder=True, seed=3)  # fmt: skip
-            for layout in ("diffusers", "kohya")}  # fmt: skip
+    made = {
+        layout: sdxl_lora(
+            pipe, tmp_path / f"{layout}.safetensors", layout=layout, text_encoder=True, seed=3
+        )
+        for layout in ("diffusers", "kohya")
+    }
     diffusers, kohya = (run(sdxl, lora_weights=str(made[k])) for k in ("diffusers", "kohya"))
     assert np.abs(diffusers - base).mean() > 1.0
     assert np.array_equal(diffusers, kohya)  # same weights, two key layouts
     assert np.array_equal(run(sdxl, lora_weights=str(made["kohya"]), lora_scale=0), base)
-    refined = run(sdxl, lora_weights=str(made["diffusers"]), refine="base_image_refiner",
-                  refine_steps=4)  # fmt: skip
+    refined = run(
+        sdxl, lora_weights=str(made["diffusers"]), refine="base_image_refiner", refine_steps=4
+    )
     assert refined.shape == base.shape
     assert np.array_equal(run(sdxl), base)
 

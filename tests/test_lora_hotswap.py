@@ -16,8 +16,9 @@ from tools.loras import flux_lora
 
 
 def generate(model, **inputs) -> np.ndarray:
-    defaults = dict(prompt="a red circle", megapixels="0.25", seed=1, num_inference_steps=2,
-                    output_format="png")  # fmt: skip
+    defaults = dict(
+        prompt="a red circle", megapixels="0.25", seed=1, num_inference_steps=2, output_format="png"
+    )
     path = model.predict(FluxInputs(**{**defaults, **inputs}))[0]
     return np.asarray(Image.open(path), dtype=np.int16)
 

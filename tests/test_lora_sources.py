@@ -73,7 +73,7 @@ def fetch(value: str, tmp_path: Path, hosts: Hosts, tokens: Tokens = Tokens()) -
             "me/repo",
             "main",
             "a/b.safetensors",
-        ),  # fmt: skip
+        ),
         ("civitai.com/models/123/some-name?modelVersionId=456", "civitai", "123", "456", None),
         ("https://civitai.com/models/123", "civitai", "123", None, None),
         ("https://civitai.com/api/download/models/456?type=Model", "civitai", "", "456", None),
@@ -83,7 +83,7 @@ def fetch(value: str, tmp_path: Path, hosts: Hosts, tokens: Tokens = Tokens()) -
             "https://x.example/a.safetensors?sig=1",
             None,
             None,
-        ),  # fmt: skip
+        ),
         ("/abs/lora.tar", "path", "/abs/lora.tar", None, None),
         (
             "data:application/octet-stream;base64,AAAA",
@@ -91,14 +91,17 @@ def fetch(value: str, tmp_path: Path, hosts: Hosts, tokens: Tokens = Tokens()) -
             "data:application/octet-stream;base64,AAAA",
             None,
             None,
-        ),  # fmt: skip
+        ),
     ],
 )
 def test_every_form_is_read_as_cog_flux_reads_it(value, kind, location, revision, filename):
     source = parse_source(value, "extra_lora")
     assert (source.kind, source.location, source.revision, source.filename) == (
-        kind, location, revision, filename,
-    )  # fmt: skip
+        kind,
+        location,
+        revision,
+        filename,
+    )
     assert source.input_name == "extra_lora"
 
 
@@ -133,8 +136,12 @@ def test_url_with_a_signed_query_is_fetched_and_never_logged(hub, hosts, tmp_pat
 
 @pytest.mark.parametrize("archive", ["tar", "tar.gz", "zip"])
 def test_archives_give_their_lora_and_the_choice_is_logged(hub, hosts, tmp_path, caplog, archive):
-    members = {"output/lora.safetensors": LORA, "output/lora_comfyui.safetensors": b"other",
-               "output/samples/0.png": b"png", "__MACOSX/._lora.safetensors": b"junk"}  # fmt: skip
+    members = {
+        "output/lora.safetensors": LORA,
+        "output/lora_comfyui.safetensors": b"other",
+        "output/samples/0.png": b"png",
+        "__MACOSX/._lora.safetensors": b"junk",
+    }
     data = (
         zip_of(members) if archive == "zip" else tar_of(members, "w:gz" if "gz" in archive else "w")
     )

@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import logging
+import tempfile
 from dataclasses import replace
+from types import SimpleNamespace
 
 import pytest
+from PIL import Image
 
 from models import common, manifest, tiny
 from models.flux import FluxInputs, FluxModel
@@ -62,11 +65,15 @@ def small(**kw) -> FluxInputs:
     return FluxInputs(prompt="x", megapixels="0.25", num_inference_steps=1, seed=5, **kw)
 
 
-def test_all_unsafe_fails_with_the_message(settings, strict_checkers, caplog):
+def test_all_unsafe_fails_with_the_message(
+    settings, strict_checkers, caplog, tmp_path, monkeypatch
+):
     model = model_with(settings, ("strict-compvis", "falcon-says-nsfw"))
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))  # where output folders go
     with caplog.at_level(logging.INFO, logger="models"), pytest.raises(NSFWError) as err:
         model.predict(small(num_outputs=2))
     assert str(err.value) == NSFW_MESSAGE
+    assert not list(tmp_path.glob("out-*"))  # encoded while checking, then removed
     assert "NSFW content detected in image 0" in caplog.text
     assert "NSFW content detected in image 1" in caplog.text
 
@@ -77,6 +84,26 @@ def test_flagged_by_stage_one_but_cleared_by_stage_two_is_kept(settings, strict_
         paths = model.predict(small(num_outputs=2))
     assert [p.name for p in paths] == ["out-0.webp", "out-1.webp"]
     assert "Total safe images: 2 out of 2" in caplog.text
+
+
+def test_only_the_safe_images_stay_on_disk(tmp_path, monkeypatch):
+    # Encoding runs while the checker does; an image found unsafe is deleted afterwards.
+    class FlagsTheSecond:
+        def check(self, images):
+            return [SimpleNamespace(index=i, unsafe=i == 1) for i in range(len(images))]
+
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
+    images = [Image.new("RGB", (64, 64), c) for c in ("red", "green", "blue")]
+    paths = common.finish(
+        images,
+        safety=FlagsTheSecond(),
+        disable_safety_checker=False,
+        output_format="png",
+        output_quality=80,
+    )
+    assert [p.name for p in paths] == ["out-0.png", "out-2.png"]
+    (folder,) = tmp_path.glob("out-*")
+    assert sorted(p.name for p in folder.iterdir()) == ["out-0.png", "out-2.png"]
 
 
 def test_disable_safety_checker_skips_both_stages(settings, strict_checkers, caplog):

@@ -62,8 +62,9 @@ def test_loras_from_a_local_url_through_the_server(model, settings, tmp_path):
             # A LoRA that cannot be fetched fails that prediction only, with the fix named.
             missing = hub.add_status("gone.safetensors", 404)
             secret = {"hf_api_token": "hf_never_logged"}
-            status, body = predict(url, {"prompt": "x", "lora_weights": missing, **secret,
-                                         **INPUTS[model]})  # fmt: skip
+            status, body = predict(
+                url, {"prompt": "x", "lora_weights": missing, **secret, **INPUTS[model]}
+            )
             assert body["status"] == "failed" and "lora_weights: HTTP 404" in body["error"]
             assert "hf_never_logged" not in body["logs"] + log.read_text()
             assert_still_serving(url)

@@ -87,10 +87,16 @@ def size_inputs(family: str, megapixels: str) -> dict:
     return {"megapixels": megapixels}
 
 
-def bench(model: str, *, megapixels: str, steps: int | None, runs: int) -> dict:
+def request_inputs(model: str, *, megapixels: str, steps: int | None) -> dict:
     spec = get_spec(model)
     inputs = {"prompt": "a cat in a hat", "seed": 1, **size_inputs(spec.family, megapixels)}
     inputs["num_inference_steps"] = steps or spec.default_steps
+    return inputs
+
+
+def bench(model: str, *, megapixels: str, steps: int | None, runs: int) -> dict:
+    spec = get_spec(model)
+    inputs = request_inputs(model, megapixels=megapixels, steps=steps)
     settings = load_settings()
     started = time.perf_counter()
     for entry in spec.weight_entries(safety=settings.safety_checker):
@@ -110,10 +116,59 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--megapixels", default="0.25", choices=["1", "0.25"])
     parser.add_argument("--steps", type=int, help="default: the variant's default")
     parser.add_argument("--runs", type=int, default=3)
+    parser.add_argument("--lora", action="store_true", help="LoRA load and request costs")
+    parser.add_argument("--lora-rank", type=int, default=16)
+    parser.add_argument(
+        "--lora-compile",
+        action="store_true",
+        help="with --lora: also count recompiles over 10 swaps on the compiled go_fast model "
+        "(compiles on a CPU too: minutes)",
+    )
+    parser.add_argument(
+        "--go-fast",
+        action="store_true",
+        help="compiled/fp8 vs eager: step time, recompiles over all sizes, cold start with and "
+        "without the compile cache, fp8 bytes and cosine (compiles on a CPU too: minutes)",
+    )
+    parser.add_argument("--fp8", choices=["auto", "on", "off"], default="auto")
+    parser.add_argument(
+        "--full-size",
+        action="store_true",
+        help="real FLUX.1/SDXL architectures with random weights on the GPU, 1024x1024: "
+        "seconds per image eager vs compiled vs compiled+fp8, peak GPU memory (models: "
+        "flux-schnell, flux-dev, sdxl)",
+    )
+    parser.add_argument(
+        "--stages",
+        action="store_true",
+        help="each stage's seconds and share of predict time (use --megapixels 1)",
+    )
     args = parser.parse_args(argv)
     for model in args.models:
         print(f"Benchmarking {model}...", file=sys.stderr)
-        result = bench(model, megapixels=args.megapixels, steps=args.steps, runs=args.runs)
+        if args.full_size:
+            from tools.bench_full import bench_full
+
+            result = bench_full(model, runs=args.runs, steps=args.steps)
+        elif args.stages:
+            from tools.bench_stages import bench_stages
+
+            inputs = request_inputs(model, megapixels=args.megapixels, steps=args.steps)
+            result = bench_stages(model, inputs, runs=args.runs, go_fast=True)
+        elif args.go_fast:
+            from tools.bench_fast import bench_go_fast
+
+            inputs = request_inputs(model, megapixels=args.megapixels, steps=args.steps)
+            result = bench_go_fast(model, inputs, runs=args.runs, fp8=args.fp8)
+        elif args.lora:
+            from tools.bench_lora import bench_lora
+
+            inputs = request_inputs(model, megapixels=args.megapixels, steps=args.steps)
+            result = bench_lora(
+                model, inputs, runs=args.runs, rank=args.lora_rank, compile_it=args.lora_compile
+            )
+        else:
+            result = bench(model, megapixels=args.megapixels, steps=args.steps, runs=args.runs)
         print(json.dumps(result), flush=True)
 
 

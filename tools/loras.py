@@ -23,9 +23,17 @@ import torch
 from safetensors.torch import save_file
 
 _ATTN = ("to_q", "to_k", "to_v", "to_out.0")
-_DOUBLE = (*(f"attn.{n}" for n in _ATTN), "attn.add_q_proj", "attn.add_k_proj",
-           "attn.add_v_proj", "attn.to_add_out", "ff.net.0.proj", "ff.net.2",
-           "ff_context.net.0.proj", "ff_context.net.2")  # fmt: skip
+_DOUBLE = (
+    *(f"attn.{n}" for n in _ATTN),
+    "attn.add_q_proj",
+    "attn.add_k_proj",
+    "attn.add_v_proj",
+    "attn.to_add_out",
+    "ff.net.0.proj",
+    "ff.net.2",
+    "ff_context.net.0.proj",
+    "ff_context.net.2",
+)
 _SINGLE = ("attn.to_q", "attn.to_k", "attn.to_v", "proj_mlp", "proj_out")
 # BFL module name in a double block -> the diffusers modules it fuses (kohya, ComfyUI).
 _BFL_DOUBLE = {
@@ -98,10 +106,16 @@ def flux_lora(
             tensors[f"transformer.{path}.lora_A.weight"] = down
             tensors[f"transformer.{path}.lora_B.weight"] = up
     elif layout in ("kohya", "comfyui"):
-        fused = {f"double_blocks.{i}.{bfl}": (f"transformer_blocks.{i}", parts)
-                 for i in range(doubles) for bfl, parts in _BFL_DOUBLE.items()}  # fmt: skip
-        fused |= {f"single_blocks.{i}.{bfl}": (f"single_transformer_blocks.{i}", parts)
-                  for i in range(singles) for bfl, parts in _BFL_SINGLE.items()}  # fmt: skip
+        fused = {
+            f"double_blocks.{i}.{bfl}": (f"transformer_blocks.{i}", parts)
+            for i in range(doubles)
+            for bfl, parts in _BFL_DOUBLE.items()
+        }
+        fused |= {
+            f"single_blocks.{i}.{bfl}": (f"single_transformer_blocks.{i}", parts)
+            for i in range(singles)
+            for bfl, parts in _BFL_SINGLE.items()
+        }
         for bfl, (block, parts) in fused.items():
             in_f = _shape(t, f"{block}.{parts[0]}")[0]
             out_f = sum(_shape(t, f"{block}.{p}")[1] for p in parts)
