@@ -70,7 +70,7 @@ def _skip_reason(name: str) -> str | None:
     parts = PurePosixPath(name).parts
     if parts and parts[0] == "__MACOSX":
         return "macOS metadata"
-    if any(p.startswith(".") for p in parts):
+    if any(p.startswith(".") and p not in (".", "..") for p in parts):
         return "hidden file"
     suffix = PurePosixPath(name).suffix.lower()
     if suffix not in (*IMAGE_SUFFIXES, ".txt"):

@@ -115,6 +115,7 @@ class Trainer:
                 + ", ".join(alone)
             )
         self.samples = data.make_samples(self.images, self.config.resolutions)
+        self.sample_index = {sample: i for i, sample in enumerate(self.samples)}
         global_batch = self.config.batch_size * self.world
         self.schedule = data.Schedule(self.samples, global_batch, self.config.seed)
         log.info(
@@ -158,7 +159,7 @@ class Trainer:
         text = {k: torch.cat([t[k] for t in texts]) for k in texts[0]}
         prepared = [self._pixels(s) for s in samples]
         if self.config.cache_latents:
-            moments = torch.cat([self.moments[self.samples.index(s)] for s in samples])
+            moments = torch.cat([self.moments[self.sample_index[s]] for s in samples])
         else:
             with torch.no_grad():
                 moments = self.objective.encode_image(torch.stack([p["pixels"] for p in prepared]))
@@ -188,9 +189,12 @@ class Trainer:
             return self.objective.loss(model, latents, text, extra, generators).mean()
 
     @torch.no_grad()
-    def fixed_loss(self, model) -> float:
-        """The loss of the first global batch with draws that no training step uses."""
-        return float(self._loss(model, FIXED, self.schedule.batch(0)))
+    def fixed_loss(self, model, draws: int = 4) -> float:
+        """The loss of the first global batch, averaged over a few fixed noise and timestep
+        draws that no training step uses (and over the processes' slices of the batch)."""
+        batch = self.schedule.batch(0)
+        losses = [self._loss(model, FIXED + k, batch) for k in range(draws)]
+        return float(self.accelerator.reduce(torch.stack(losses).mean(), "mean"))
 
     # --- training ---------------------------------------------------------------
     def _add_lora(self):
