@@ -5,8 +5,9 @@ coglet validates request inputs only against that file, so a local
 The bytes match cog's Go generator (pkg/schema/openapi_spec.go) for what
 predict.py uses: a predictor class with predict() or run(); str, int, float,
 bool, cog.Path and cog.Secret inputs, also Optional[...] and list[...] of them; one such
-value or a list of them as output. Anything else raises SchemaError rather
-than write a document that would differ from Go's.
+value, a list of them, or a cog.BaseModel of them (train.py's output) as output; train
+mode (a train() function) and the merged predict+train document of a cog.yaml with both.
+Anything else raises SchemaError rather than write a document that would differ from Go's.
 
 CLI: python -m tools.schema predict.py:Predictor [--train train.py:train] [--root DIR]
 """
