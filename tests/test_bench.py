@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from tools.bench import bench
+from tools.bench import bench, bench_training
 
 pytestmark = pytest.mark.server
 
@@ -20,3 +20,9 @@ def test_bench_reports_setup_server_bare_and_safety_figures():
     assert result["overhead_ratio"] == pytest.approx(
         result["server_e2e_s"] / result["bare_pipeline_s"], rel=0.01
     )
+
+
+def test_bench_training_reports_steps_per_second_and_peak_memory():
+    result = bench_training("tiny-flux-schnell", resolution=64, steps=2)
+    assert (result["model"], result["train_steps"]) == ("tiny-flux-schnell", 2)
+    assert result["train_steps_per_s"] > 0 and result["train_peak_memory_gb"] > 0
