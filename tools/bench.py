@@ -135,7 +135,7 @@ def bench_training(model: str, *, resolution: int, steps: int) -> dict:
         "model": model,
         "train_resolution": resolution,
         "train_steps": steps,
-        "train_steps_per_s": round(result.steps_per_second, 4),
+        "train_steps_per_s": round(result.steps_per_second or 0.0, 4),
         "train_peak_memory_gb": round(result.peak_memory_gb, 2),
     }
 

@@ -269,7 +269,7 @@ class Trainer:
         log.info(f"Loss on a fixed batch before training: {result.fixed_loss_before:.5f}")
         wrapped.train()
         steps, every = self.config.steps, self.config.checkpoint_every
-        last_saved, started, losses = start, time.perf_counter(), []
+        last_saved, started, warm, losses = start, time.perf_counter(), 0.0, []
         step = start
         try:
             for step in range(start, steps):
@@ -280,6 +280,8 @@ class Trainer:
                 optimizer.zero_grad(set_to_none=True)
                 losses.append(float(self.accelerator.reduce(loss.detach(), "mean")))
                 done = step + 1
+                if done == start + 1:
+                    warm = time.perf_counter()  # speed is measured after the first step
                 self._progress(done, start, started, losses)
                 if every and done % every == 0 and done < steps and self.main:
                     sd = get_peft_model_state_dict(model)
@@ -296,9 +298,9 @@ class Trainer:
                 )
             )
             raise
-        elapsed = time.perf_counter() - started
         result.steps_done = steps - start
-        result.steps_per_second = result.steps_done / elapsed if elapsed > 0 else None
+        if result.steps_done > 1:
+            result.steps_per_second = (result.steps_done - 1) / (time.perf_counter() - warm)
         result.peak_memory_gb = _peak_memory_gb(self.device)
         wrapped.eval()
         result.fixed_loss_after = self.fixed_loss(wrapped)
