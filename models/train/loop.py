@@ -207,7 +207,7 @@ class Trainer:
             if module is not None:
                 module.requires_grad_(False)
         if getattr(self.pipe.vae.config, "force_upcast", False):
-            self.pipe.vae.to(torch.float32)  # SDXL's VAE overflows in float16
+            self.pipe.vae.to(torch.float32)  # SDXL's VAE overflows in float16 encoding
         targets = self.objective.targets
         torch.manual_seed(self.config.seed)  # the same initial LoRA in every process
         model.add_adapter(
@@ -364,6 +364,9 @@ class Trainer:
             return []
         if self.device.type == "cuda":
             self._offload(False)
+        # The pipeline upcasts a half-precision VAE itself, but cannot decode half latents
+        # with a VAE left in float32 for training.
+        self.pipe.vae.to(self.dtype)
         side = self.config.resolutions[0]
         folder = self.out_dir / outputs.SAMPLES_DIR
         folder.mkdir(parents=True, exist_ok=True)
