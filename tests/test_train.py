@@ -200,3 +200,14 @@ def test_learning_rate_defaults_per_family(tmp_path):
     values = {get_spec(m).family: plan(get_spec(m), TrainInputs(tmp_path)).learning_rate
               for m in ("tiny-flux-dev", "tiny-sdxl")}  # fmt: skip
     assert values == {"flux": 4e-4, "sdxl": 1e-4}
+
+
+def test_gradient_checkpointing_and_uncached_latents_train_the_same_lora(settings, data, tmp_path):
+    quick = dict(steps=2, checkpoint_every=0, samples=0)
+    plain, _ = quick_run(settings, "tiny-flux-schnell", data, tmp_path / "a", **quick)
+    other, _ = quick_run(settings, "tiny-flux-schnell", data, tmp_path / "b", **quick,
+                         gradient_checkpointing=True, cache_latents=False)  # fmt: skip
+    first, second = load_file(plain.lora), load_file(other.lora)
+    assert max(v.abs().max() for k, v in first.items() if "lora_B" in k) > 1e-3
+    for key in first:
+        torch.testing.assert_close(second[key], first[key], rtol=0, atol=1e-5)
