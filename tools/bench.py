@@ -110,7 +110,8 @@ def bench(model: str, *, megapixels: str, steps: int | None, runs: int) -> dict:
 
 def bench_training(model: str, *, resolution: int, steps: int) -> dict:
     """LoRA training steps per second (after one warm-up step) and peak memory: GPU memory
-    allocated on CUDA, the process's peak resident memory on CPU."""
+    allocated on CUDA; on CPU the process's peak resident memory so far (it cannot be
+    reset, so bench one model per command there)."""
     import tempfile
     from pathlib import Path
 
