@@ -5,15 +5,13 @@ literal (no computed choices) because `cog build` reads this file statically;
 tests/test_cog_config.py checks they agree with models/.
 """
 
-import logging
-import sys
 from typing import Optional
 
 from cog import BasePredictor, Input, Path, Secret
 
 from models.families import FAMILIES
 from models.flux import FluxInputs
-from models.log import quiet_import_noise
+from models.log import to_stdout
 from models.sdxl import SDXLInputs
 from models.settings import load_settings
 from models.specs import get_spec
@@ -168,20 +166,9 @@ class Inputs:
     )
 
 
-def _configure_logging() -> None:
-    # coglet records the worker's stdout as the prediction's logs.
-    logger = logging.getLogger("models")
-    if not logger.handlers:
-        handler = logging.StreamHandler(sys.stdout)
-        handler.setFormatter(logging.Formatter("%(message)s"))
-        logger.addHandler(handler)
-    logger.setLevel(logging.INFO)
-    quiet_import_noise()
-
-
 def _load(predictor: BasePredictor, default_model: str):
     """Set up the variant MODEL_NAME names (default_model if unset) for this predictor."""
-    _configure_logging()
+    to_stdout()
     settings = load_settings()
     spec = get_spec(settings.model or default_model)
     name = type(predictor).__name__

@@ -229,8 +229,7 @@ class DiffusionModel:
             shutil.rmtree(self._last_outputs, ignore_errors=True)
             self._last_outputs = None
         job = self.plan(self.spec, inputs)
-        tokens = Tokens(huggingface=inputs.hf_api_token, civitai=inputs.civitai_api_token)
-        images = self.engine.generate(job, tokens)
+        images = self.engine.generate(job, inputs.tokens())
         paths = finish(
             images,
             safety=self.safety,

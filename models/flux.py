@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -12,7 +12,7 @@ from models import common, requests
 from models.engine import Engine
 from models.errors import check_range
 from models.log import log
-from models.lora import lora_requests
+from models.lora import LoraInputs
 from models.lora_sources import Tokens
 from models.settings import Settings
 from models.sizes import MATCH_INPUT, size_for_aspect_ratio
@@ -20,7 +20,7 @@ from models.specs import ModelSpec
 
 
 @dataclass(frozen=True)
-class FluxInputs:
+class FluxInputs(LoraInputs):
     """What a user sent, as plain values (the Cog adapter fills this in)."""
 
     prompt: str
@@ -37,12 +37,6 @@ class FluxInputs:
     output_quality: int = 80
     disable_safety_checker: bool = False
     go_fast: bool = True
-    lora_weights: str | None = None
-    lora_scale: float = 1.0
-    extra_lora: str | None = None
-    extra_lora_scale: float = 1.0
-    hf_api_token: str | None = field(default=None, repr=False)
-    civitai_api_token: str | None = field(default=None, repr=False)
 
 
 class FluxJob(requests.Job):
@@ -58,9 +52,7 @@ def plan(spec: ModelSpec, inputs: FluxInputs) -> FluxJob:
     if spec.guidance is not None:
         guidance = spec.guidance if inputs.guidance is None else inputs.guidance
         check_range("guidance", guidance, 0.0, spec.max_guidance)
-    loras = lora_requests(
-        inputs.lora_weights, inputs.lora_scale, inputs.extra_lora, inputs.extra_lora_scale
-    )
+    loras = inputs.lora_requests()
     image, mask = requests.load_init_images(
         inputs.image, inputs.mask, multiple=spec.size_multiple, megapixels=inputs.megapixels
     )

@@ -70,7 +70,27 @@ def load_mask(path, size: tuple[int, int], *, input_name: str = "mask") -> Image
     return mask
 
 
+def load_image_and_alpha(
+    path, *, input_name: str, background=(127, 127, 127)
+) -> tuple[Image.Image, Image.Image | None]:
+    """An image as 8-bit RGB with transparent areas composited on `background`, and its
+    alpha channel ("L", 255 = opaque), or None when every pixel is opaque. Same checks
+    and logs as load_image."""
+    image = _open_upright(path, input_name)
+    if not (image.mode in _ALPHA_MODES or "transparency" in image.info):
+        return _to_rgb(image, input_name, background, native=()), None
+    alpha = image.convert("RGBA").getchannel("A")
+    if alpha.getextrema()[0] == 255:
+        return image.convert("RGB"), None
+    return _to_rgb(image, input_name, background, native=()), alpha
+
+
 def _load_rgb(path, input_name: str, background, native: tuple[str, ...] = ()) -> Image.Image:
+    return _to_rgb(_open_upright(path, input_name), input_name, background, native)
+
+
+def _open_upright(path, input_name: str) -> Image.Image:
+    """The decoded first frame, upright, detached from the file."""
     path = _check_file(path, input_name)
     # PIL only warns between its own limit and twice that; make the warning an error
     # so that no size of header gets past without a decision.
@@ -99,7 +119,7 @@ def _load_rgb(path, input_name: str, background, native: tuple[str, ...] = ()) -
                 raise _corrupt(input_name, exc) from exc
             if frames > 1:
                 log.info(f"Input {input_name} has {frames} frames: using the first")
-            image = _to_rgb(_upright(opened, input_name), input_name, background, native)
+            image = _upright(opened, input_name)
             # Detach from the file, which the `with` closes.
             return image.copy() if image is opened else image
 
@@ -152,7 +172,7 @@ def _to_rgb(image: Image.Image, input_name: str, background, native) -> Image.Im
         return grey.convert("RGB")
     try:
         if mode in _ALPHA_MODES or "transparency" in image.info:
-            colour = "white" if background == _WHITE else "black"
+            colour = {_WHITE: "white", _BLACK: "black"}.get(background, f"grey {background}")
             log.info(f"{prefix}: transparent areas composited on {colour}")
             base = Image.new("RGBA", image.size, (*background, 255))
             return Image.alpha_composite(base, image.convert("RGBA")).convert("RGB")

@@ -6,6 +6,18 @@ import logging
 log = logging.getLogger("models")
 
 
+def to_stdout() -> None:
+    """Send the model code's log to stdout, which coglet records as the job's logs."""
+    import sys
+
+    if not log.handlers:
+        handler = logging.StreamHandler(sys.stdout)
+        handler.setFormatter(logging.Formatter("%(message)s"))
+        log.addHandler(handler)
+    log.setLevel(logging.INFO)
+    quiet_import_noise()
+
+
 def quiet_import_noise() -> None:
     """Warnings libraries print while importing that tell a user nothing: on a machine
     without the GPUs they are built for, torchao's CUDA kernels fail to load (fp8 there

@@ -57,6 +57,26 @@ class LoraRequest:
     scale: float
 
 
+@dataclass(frozen=True, kw_only=True)
+class LoraInputs:
+    """The LoRA inputs every predictor takes, as plain values (family inputs extend it)."""
+
+    lora_weights: str | None = None
+    lora_scale: float = 1.0
+    extra_lora: str | None = None
+    extra_lora_scale: float = 1.0
+    hf_api_token: str | None = field(default=None, repr=False)
+    civitai_api_token: str | None = field(default=None, repr=False)
+
+    def lora_requests(self) -> tuple[LoraRequest, ...]:
+        return lora_requests(
+            self.lora_weights, self.lora_scale, self.extra_lora, self.extra_lora_scale
+        )
+
+    def tokens(self) -> Tokens:
+        return Tokens(huggingface=self.hf_api_token, civitai=self.civitai_api_token)
+
+
 def lora_requests(
     lora_weights: str | None,
     lora_scale: float,

@@ -121,6 +121,17 @@ MANIFEST: dict[str, WeightsEntry] = {
             marker="config.json",
             licence="Apache-2.0",
         ),
+        WeightsEntry(
+            "captioner",
+            sources=(
+                Source(
+                    hf_repo="Salesforce/blip-image-captioning-large",
+                    allow_patterns=("*.json", "*.txt", "model.safetensors"),
+                ),
+            ),
+            marker="config.json",
+            licence="BSD-3-Clause",
+        ),
         WeightsEntry("tiny-flux-schnell", build="tiny-flux"),
         WeightsEntry("tiny-flux-dev", build="tiny-flux-guidance"),
         WeightsEntry("mid-flux-schnell", build="mid-flux"),
@@ -129,6 +140,8 @@ MANIFEST: dict[str, WeightsEntry] = {
         # Tiny checkers that flag nothing: tests build stricter ones themselves.
         WeightsEntry("tiny-safety-checker", build="tiny-compvis"),
         WeightsEntry("tiny-falcon-nsfw", build="tiny-falcon"),
+        # A random BLIP: captions are noise, the captioning path is real.
+        WeightsEntry("tiny-captioner", build="tiny-captioner", marker="config.json"),
     )
 }
 

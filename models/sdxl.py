@@ -14,13 +14,13 @@ changes no output silently.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 from models import common, requests
 from models.errors import InputError, check_choice, check_range
 from models.log import log
-from models.lora import lora_requests
+from models.lora import LoraInputs
 from models.resolver import resolve
 from models.sdxl_engine import REFINER_STRENGTH, SCHEDULERS, SDXLEngine, load_components
 from models.settings import Settings
@@ -32,7 +32,7 @@ MIN_SIDE, MAX_SIDE = 256, 2048
 
 
 @dataclass(frozen=True)
-class SDXLInputs:
+class SDXLInputs(LoraInputs):
     """What a user sent, as plain values (the Cog adapter fills this in)."""
 
     prompt: str
@@ -54,12 +54,6 @@ class SDXLInputs:
     output_quality: int = 80
     disable_safety_checker: bool = False
     go_fast: bool = False
-    lora_weights: str | None = None
-    lora_scale: float = 1.0
-    extra_lora: str | None = None
-    extra_lora_scale: float = 1.0
-    hf_api_token: str | None = field(default=None, repr=False)
-    civitai_api_token: str | None = field(default=None, repr=False)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -116,9 +110,7 @@ def plan(spec: ModelSpec, inputs: SDXLInputs) -> SDXLJob:
     check_choice("refine", inputs.refine, REFINE_MODES)
     refine_steps = _refine_steps(inputs, steps, spec.max_steps)
     _check_ensemble(inputs)
-    loras = lora_requests(
-        inputs.lora_weights, inputs.lora_scale, inputs.extra_lora, inputs.extra_lora_scale
-    )
+    loras = inputs.lora_requests()
     image, mask = requests.load_init_images(
         inputs.image,
         inputs.mask,

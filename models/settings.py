@@ -39,7 +39,9 @@ class Settings:
     compile: str = "auto"
     fp8: str = "auto"
     lora_target_rank: int = 64
-    compile_cache_dir: Path = REPO_ROOT / "weights" / "compile-cache"
+    # Saved compiler artifacts: at the repo root, not under weights/, so that `cog push`
+    # puts them in the image (.dockerignore leaves weights/ out).
+    compile_cache_dir: Path = REPO_ROOT / "compile-cache"
     # Where Hugging Face, CivitAI and Replicate answer (tests point these at local stand-ins).
     hf_endpoint: str = "https://huggingface.co"
     civitai_endpoint: str = "https://civitai.com"
@@ -85,7 +87,7 @@ def load_settings() -> Settings:
         compile=_choice(env, "COMPILE", ("auto", "on", "off")),
         fp8=_choice(env, "FP8", ("auto", "on", "off")),
         lora_target_rank=_number(env, "LORA_TARGET_RANK", 64, int),
-        compile_cache_dir=Path(env.get("COMPILE_CACHE_DIR") or weights_dir / "compile-cache"),
+        compile_cache_dir=Path(env.get("COMPILE_CACHE_DIR") or REPO_ROOT / "compile-cache"),
         hf_endpoint=(env.get("HF_ENDPOINT") or "https://huggingface.co").rstrip("/"),
         civitai_endpoint=(env.get("CIVITAI_ENDPOINT") or "https://civitai.com").rstrip("/"),
         replicate_endpoint=(env.get("REPLICATE_WEB_ENDPOINT") or "https://replicate.com").rstrip(

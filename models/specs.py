@@ -39,6 +39,8 @@ class ModelSpec:
     scheduler: str | None = None
     # Manifest entries of the two safety checkers: CompVis, then Falcons.ai ViT.
     safety: tuple[str, str] = ("safety-checker", "falcon-nsfw")
+    # Manifest entry of the image captioner training uses for images without captions.
+    captioner: str | None = "captioner"
     description: str = ""
     # Layers (name prefixes) of the transformer/UNet that go_fast keeps out of fp8: small,
     # precision-sensitive embedders and output layers.
@@ -80,6 +82,7 @@ def _sdxl(name: str, **kw) -> ModelSpec:
 
 
 _TINY_SAFETY = ("tiny-safety-checker", "tiny-falcon-nsfw")
+_TINY = dict(dtype="float32", safety=_TINY_SAFETY, captioner="tiny-captioner")
 
 _SCHNELL = dict(
     predictor="FluxSchnellPredictor",
@@ -115,19 +118,19 @@ SPECS: dict[str, ModelSpec] = {
             "tiny-flux-schnell",
             weights="tiny-flux-schnell",
             description="Random tiny FLUX with schnell's inputs, for offline tests and demos.",
-            **{**_SCHNELL, "dtype": "float32", "safety": _TINY_SAFETY},
+            **{**_SCHNELL, **_TINY},
         ),
         _flux(
             "tiny-flux-dev",
             weights="tiny-flux-dev",
             description="Random tiny FLUX with dev's inputs, for offline tests and demos.",
-            **{**_DEV, "dtype": "float32", "safety": _TINY_SAFETY},
+            **{**_DEV, **_TINY},
         ),
         _flux(
             "mid-flux-schnell",
             weights="mid-flux-schnell",
             description="Random FLUX with real layer widths (3072) but 2 blocks, for benchmarks.",
-            **{**_SCHNELL, "safety": _TINY_SAFETY},
+            **{**_SCHNELL, "safety": _TINY_SAFETY, "captioner": "tiny-captioner"},
         ),
         _sdxl(
             "sdxl",
@@ -139,8 +142,7 @@ SPECS: dict[str, ModelSpec] = {
             "tiny-sdxl",
             weights="tiny-sdxl",
             refiner="tiny-sdxl-refiner",
-            dtype="float32",
-            safety=_TINY_SAFETY,
+            **_TINY,
             description="Random tiny SDXL and refiner with SDXL's inputs, for offline tests.",
         ),
     )

@@ -267,6 +267,33 @@ def build_sdxl_refiner(dest: Path, *, seed: int = 1) -> Path:
     return dest
 
 
+def build_captioner(dest: Path, *, seed: int = 0) -> Path:
+    """A BLIP captioner folder (model, image processor, tokenizer) of tiny widths."""
+    from transformers import (
+        BertTokenizer,
+        BlipConfig,
+        BlipForConditionalGeneration,
+        BlipImageProcessorPil,
+        BlipProcessor,
+    )
+
+    torch.manual_seed(seed)
+    dest.mkdir(parents=True, exist_ok=True)
+    words = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", "[DEC]", *_CHARS]
+    (dest / "vocab.txt").write_text("\n".join(words) + "\n")
+    tokenizer = BertTokenizer(str(dest / "vocab.txt"), bos_token="[DEC]")
+    small = dict(hidden_size=32, intermediate_size=64, num_hidden_layers=1, num_attention_heads=2)
+    text = dict(small, vocab_size=len(words), encoder_hidden_size=32, bos_token_id=5,
+                pad_token_id=0, sep_token_id=3, max_position_embeddings=64)  # fmt: skip
+    config = BlipConfig(
+        text_config=text, vision_config=dict(small, image_size=32, patch_size=16), projection_dim=32
+    )
+    BlipForConditionalGeneration(config).save_pretrained(dest)
+    image_processor = BlipImageProcessorPil(size={"height": 32, "width": 32})
+    BlipProcessor(image_processor=image_processor, tokenizer=tokenizer).save_pretrained(dest)
+    return dest
+
+
 # name in models/manifest.py `build=` -> function(dest) writing the folder.
 BUILDERS: dict[str, Callable[[Path], Path]] = {
     "tiny-flux": lambda d: build_flux(d, TINY_FLUX, guidance=False),
@@ -276,4 +303,5 @@ BUILDERS: dict[str, Callable[[Path], Path]] = {
     "tiny-sdxl-refiner": build_sdxl_refiner,
     "tiny-compvis": lambda d: build_tiny_compvis(d, flag_all=False),
     "tiny-falcon": lambda d: build_tiny_falcon(d, verdict="normal"),
+    "tiny-captioner": build_captioner,
 }

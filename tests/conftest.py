@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import io
 import subprocess
+import tarfile
 from contextlib import contextmanager
 from dataclasses import replace
 from pathlib import Path
@@ -32,6 +33,17 @@ def write_image(path: Path, size=(640, 480), mode="RGB", color=(200, 40, 40)) ->
 def image_bytes(size=(64, 64), fmt="PNG", color=(10, 120, 200)) -> bytes:
     buf = io.BytesIO()
     Image.new("RGB", size, color).save(buf, format=fmt)
+    return buf.getvalue()
+
+
+def tar_bytes(members: dict[str, bytes], mode: str = "w") -> bytes:
+    """A tar archive (mode "w:gz" for .tar.gz) holding `members`, as bytes."""
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode=mode) as tar:
+        for name, data in members.items():
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            tar.addfile(info, io.BytesIO(data))
     return buf.getvalue()
 
 
@@ -89,13 +101,17 @@ def compiled_flux(settings, tmp_path_factory):
     from models.specs import get_spec
 
     folder = tmp_path_factory.mktemp("compiled-flux")
-    custom = replace(
+    return FluxModel(get_spec("tiny-flux-dev"), fast_settings(settings, folder, compile="on"))
+
+
+def fast_settings(settings, folder: Path, **go_fast) -> Settings:
+    """Settings for a go_fast test: no safety checker, LoRA slots of rank 8, caches in
+    `folder`; `go_fast` sets compile and fp8 (both "off" unless given)."""
+    return replace(
         settings,
         safety_checker=False,
-        compile="on",
-        fp8="off",
         lora_target_rank=8,
         lora_cache_dir=folder / "loras",
         compile_cache_dir=folder / "compile-cache",
+        **{"compile": "off", "fp8": "off", **go_fast},
     )
-    return FluxModel(get_spec("tiny-flux-dev"), custom)

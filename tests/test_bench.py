@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from tests.conftest import image_bytes
-from tools.bench import bench
+from tools.bench import bench, bench_training
 
 pytestmark = pytest.mark.server
 
@@ -90,3 +90,9 @@ def test_full_size_bench_runs_its_real_architectures_code_at_toy_size(model):
     result = bench_full(model, runs=1, dims=SMOKE, size=512, steps=1, configs=("eager",))
     assert result["size"] == "512x512" and result["eager_s"] > 0
     assert result["eager_path"] == "eager"
+
+
+def test_bench_training_reports_steps_per_second_and_peak_memory():
+    result = bench_training("tiny-flux-schnell", resolution=64, steps=2)
+    assert (result["model"], result["train_steps"]) == ("tiny-flux-schnell", 2)
+    assert result["train_steps_per_s"] > 0 and result["train_peak_memory_gb"] > 0

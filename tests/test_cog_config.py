@@ -30,6 +30,7 @@ def test_every_selectable_cog_yaml_points_at_an_existing_predictor(name):
     cls = getattr(predict, cls_name)
     assert issubclass(cls, cog.BasePredictor) and callable(cls.predict)
     assert config["environment"] == [f"MODEL_NAME={name}"]
+    assert config["train"] == "train.py:train"  # one trainer for every variant
 
 
 def test_checked_in_cog_yaml_is_the_generated_one():

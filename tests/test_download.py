@@ -3,12 +3,10 @@
 from __future__ import annotations
 
 import hashlib
-import io
 import json
 import logging
 import random
 import re
-import tarfile
 import threading
 import time
 from collections import Counter
@@ -18,6 +16,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 import pytest
 
 from models.download import DownloadError, download_url
+from tests.conftest import tar_bytes
 from tools.server import free_port
 
 CHUNK = 32 * 2**10
@@ -134,16 +133,6 @@ def payload(size: int = 300_000, seed: int = 0) -> bytes:
     return random.Random(seed).randbytes(size)
 
 
-def make_tar(members: dict[str, bytes], mode: str = "w") -> bytes:
-    buf = io.BytesIO()
-    with tarfile.open(fileobj=buf, mode=mode) as tar:
-        for name, data in members.items():
-            info = tarfile.TarInfo(name)
-            info.size = len(data)
-            tar.addfile(info, io.BytesIO(data))
-    return buf.getvalue()
-
-
 def fetch(server: Server, path: str, dest, **kwargs):
     kwargs.setdefault("chunk_size", CHUNK)
     kwargs.setdefault("timeout", 5.0)
@@ -178,7 +167,7 @@ def test_tar_is_extracted(server, tmp_path, name, mode):
         "transformer/config.json": b"{}",
         "transformer/nested/weights.safetensors": payload(200_000, seed=1),
     }
-    server.files[f"/{name}"] = make_tar(members, mode)
+    server.files[f"/{name}"] = tar_bytes(members, mode)
     dest = tmp_path / "w"
     fetch(server, f"/{name}", dest)
     found = {p.relative_to(dest).as_posix(): p.read_bytes() for p in dest.rglob("*") if p.is_file()}
@@ -297,7 +286,7 @@ def test_unreachable_host(tmp_path):
 
 
 def test_unsafe_tar_member_is_refused(server, tmp_path):
-    server.files["/evil.tar"] = make_tar({"ok.txt": b"fine", "../escaped.txt": b"gotcha"})
+    server.files["/evil.tar"] = tar_bytes({"ok.txt": b"fine", "../escaped.txt": b"gotcha"})
     dest = tmp_path / "sub" / "w"
     with pytest.raises(DownloadError, match="unsafe"):
         fetch(server, "/evil.tar", dest)

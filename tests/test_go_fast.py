@@ -7,7 +7,6 @@ weight-only (FP8=on), the only fp8 torchao runs without a GPU that multiplies fp
 from __future__ import annotations
 
 import logging
-from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -20,7 +19,7 @@ from models.flux import FluxInputs, FluxModel
 from models.sdxl import SDXLInputs, SDXLModel
 from models.sizes import ASPECT_RATIOS
 from models.specs import get_spec
-from tests.conftest import write_image
+from tests.conftest import fast_settings, write_image
 from tools.loras import flux_lora, sdxl_lora
 
 STEP = dict(num_inference_steps=1, seed=5, output_format="png")
@@ -114,15 +113,8 @@ def test_the_compile_cache_is_saved_after_warm_up_and_loads(compiled_flux, caplo
 
 @pytest.fixture(scope="module")
 def fp8_flux(settings, tmp_path_factory):
-    custom = replace(
-        settings,
-        safety_checker=False,
-        compile="off",
-        fp8="on",
-        lora_target_rank=8,
-        lora_cache_dir=tmp_path_factory.mktemp("l"),
-    )
-    return FluxModel(get_spec("tiny-flux-dev"), custom)
+    folder = tmp_path_factory.mktemp("fp8")
+    return FluxModel(get_spec("tiny-flux-dev"), fast_settings(settings, folder, fp8="on"))
 
 
 def test_fp8_halves_the_quantized_layers_and_keeps_the_listed_ones(fp8_flux):
@@ -152,15 +144,7 @@ def test_a_lora_on_the_fp8_path_draws_what_it_draws_at_full_precision(fp8_flux, 
 
 
 def test_sdxl_go_fast_path_with_fp8_and_a_lora(settings, tmp_path):
-    custom = replace(
-        settings,
-        safety_checker=False,
-        compile="off",
-        fp8="on",
-        lora_target_rank=8,
-        lora_cache_dir=tmp_path / "l",
-    )
-    model = SDXLModel(get_spec("tiny-sdxl"), custom)
+    model = SDXLModel(get_spec("tiny-sdxl"), fast_settings(settings, tmp_path, fp8="on"))
     lora = str(sdxl_lora(model.engine.pipes["txt2img"], tmp_path / "l.safetensors", rank=4))
     inputs = dict(
         prompt="a red circle",
@@ -174,3 +158,12 @@ def test_sdxl_go_fast_path_with_fp8_and_a_lora(settings, tmp_path):
     fast = pixels(model.predict(SDXLInputs(**inputs, go_fast=True))[0])
     full = pixels(model.predict(SDXLInputs(**inputs, go_fast=False))[0])
     assert cosine(fast, full) >= 0.98
+
+
+def test_warm_cache_says_when_there_is_nothing_to_compile(monkeypatch, capsys):
+    from tools.warm_cache import main
+
+    monkeypatch.setenv("SAFETY_CHECKER", "0")
+    monkeypatch.setenv("COMPILE", "off")
+    assert main(["tiny-flux-schnell"]) == 1
+    assert "Nothing to warm: go_fast here is eager" in capsys.readouterr().err

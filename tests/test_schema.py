@@ -246,16 +246,27 @@ class Result(cog.BaseModel):
         (dict, str, "input 'x': unsupported type dict"),
         (Any, str, "input 'x': unsupported type Any"),
         (Annotated[str, cog.Opaque], str, "input 'x': unsupported type Annotated"),
-        (int, Result, "output: unsupported type Result"),
         (int, Iterator[Path], "output: unsupported type .*Iterator"),
         (int, cog.ConcatenateIterator[str], "output: unsupported type .*ConcatenateIterator"),
         (int, dict[str, Path], r"output: unsupported type dict\[str"),
     ],
 )
 def test_removed_types_raise(annotation, returns, message):
-    # Only the types predict.py uses are built; File, structured and streamed are not.
+    # Only the types predict.py and train.py use are built; File and streams are not.
     with pytest.raises(SchemaError, match=message):
         openapi_schema(_run_with(annotation, returns))
+
+
+def test_base_model_output_is_an_object_as_go_writes_it():
+    # train.py returns one (TrainingOutput); Go: SchemaObject, fields in order, required
+    # when without a default, the top level titled "Output".
+    output = openapi_schema(_run_with(int, Result))["components"]["schemas"]["Output"]
+    assert output == {
+        "type": "object",
+        "properties": {"image": {"type": "string", "format": "uri", "title": "Image"}},
+        "required": ["image"],
+        "title": "Output",
+    }
 
 
 def test_removed_modes_raise():
@@ -403,3 +414,51 @@ def test_coglet_validates_against_our_schema(toy_project, tmp_path):
         assert "hunter2" not in body["logs"] and "token is **" in body["logs"]
         text = base64.b64decode(body["output"][0].partition(",")[2]).decode()
         assert text.endswith("2retnuh")
+
+
+def test_train_mode_renames_endpoints_and_components_as_go_does():
+    import train
+
+    schema = openapi_schema(train.train, mode="train")
+    assert list(schema["paths"]) == ["/", "/health-check", "/trainings",
+                                     "/trainings/{training_id}/cancel"]  # fmt: skip
+    post = schema["paths"]["/trainings"]["post"]
+    assert (post["summary"], post["operationId"]) == ("Train", "train_trainings_post")
+    assert post["description"] == "Run a single training on the model"
+    cancel = schema["paths"]["/trainings/{training_id}/cancel"]["post"]
+    assert cancel["parameters"][0]["name"] == "training_id"
+    assert cancel["parameters"][0]["schema"]["title"] == "Training Id"
+    components = schema["components"]["schemas"]
+    assert list(components)[:2] == ["TrainingInput", "TrainingOutput"]
+    assert components["TrainingInput"]["title"] == "TrainingInput"
+    assert components["TrainingInput"]["required"] == ["input_images"]
+    # Go's SchemaObject for a cog.BaseModel output keeps the top-level title "Output".
+    assert components["TrainingOutput"] == {
+        "type": "object",
+        "properties": {"weights": {"type": "string", "format": "uri", "title": "Weights"}},
+        "required": ["weights"],
+        "title": "Output",
+    }
+    response = components["TrainingResponse"]
+    assert response["title"] == "TrainingResponse"
+    assert response["properties"]["output"] == {"$ref": "#/components/schemas/TrainingOutput"}
+    assert components["TrainingRequest"]["properties"]["input"] == {
+        "$ref": "#/components/schemas/TrainingInput"
+    }
+    assert "Input" not in components and "PredictionRequest" not in components
+
+
+def test_predict_and_train_merge_into_one_indented_sorted_document(tmp_path):
+    from models.settings import REPO_ROOT
+
+    path = write_schema("predict.py:FluxDevPredictor", REPO_ROOT, into=tmp_path,
+                        train_ref="train.py:train")  # fmt: skip
+    text = path.read_text()
+    document = json.loads(text)
+    # Go re-reads both documents into maps: every key sorted, MarshalIndent's two spaces.
+    assert text == json.dumps(document, indent=2, sort_keys=True, ensure_ascii=False)
+    schemas = document["components"]["schemas"]
+    for name in ("Input", "Output", "TrainingInput", "TrainingOutput", "PredictionRequest",
+                 "TrainingRequest", "optimizer", "aspect_ratio"):  # fmt: skip
+        assert name in schemas, name
+    assert {"/predictions", "/trainings"} <= set(document["paths"])

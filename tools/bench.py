@@ -1,5 +1,7 @@
 """`script/bench`: where prediction time goes, printed as JSON (never asserted in tests).
 
+`--train`: LoRA training steps per second and peak memory instead.
+
 For each variant: weights build/fetch time, server setup time (start to READY),
 end-to-end prediction time through the real Cog server, the bare diffusers
 pipeline call with the same arguments in this process, their ratio (our
@@ -11,8 +13,10 @@ from __future__ import annotations
 import argparse
 import json
 import re
+import shutil
 import statistics
 import sys
+import tarfile
 import time
 from dataclasses import replace
 
@@ -110,6 +114,39 @@ def bench(model: str, *, megapixels: str, steps: int | None, runs: int) -> dict:
     return result
 
 
+def bench_training(model: str, *, resolution: int, steps: int) -> dict:
+    """LoRA training steps per second (after one warm-up step) and peak memory: GPU memory
+    allocated on CUDA; on CPU the process's peak resident memory so far (it cannot be
+    reset, so bench one model per command there)."""
+    import tempfile
+    from pathlib import Path
+
+    from PIL import Image
+
+    from models.train.config import TrainInputs, plan
+    from models.train.loop import train
+
+    spec = get_spec(model)
+    work = Path(tempfile.mkdtemp(prefix="bench-train-"))
+    archive = work / "images.tar"
+    with tarfile.open(archive, "w") as tar:
+        for index, colour in enumerate([(200, 40, 40), (40, 40, 200)]):
+            Image.new("RGB", (resolution, resolution), colour).save(work / f"{index}.png")
+            tar.add(work / f"{index}.png", arcname=f"{index}.png")
+    inputs = TrainInputs(input_images=archive, steps=steps, resolution=str(resolution), seed=1,
+                         autocaption=False, samples=0, checkpoint_every=0)  # fmt: skip
+    settings = replace(load_settings(), safety_checker=False)
+    result = train(spec, settings, plan(spec, inputs), archive, work / "out")
+    shutil.rmtree(work, ignore_errors=True)
+    return {
+        "model": model,
+        "train_resolution": resolution,
+        "train_steps": steps,
+        "train_steps_per_s": round(result.steps_per_second or 0.0, 4),
+        "train_peak_memory_gb": round(result.peak_memory_gb, 2),
+    }
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("models", nargs="*", default=["tiny-flux-schnell", "mid-flux-schnell"])
@@ -143,10 +180,15 @@ def main(argv: list[str] | None = None) -> None:
         action="store_true",
         help="each stage's seconds and share of predict time (use --megapixels 1)",
     )
+    parser.add_argument("--train", action="store_true", help="LoRA training figures instead")
+    parser.add_argument("--train-resolution", type=int, default=512)
+    parser.add_argument("--train-steps", type=int, default=5)
     args = parser.parse_args(argv)
     for model in args.models:
         print(f"Benchmarking {model}...", file=sys.stderr)
-        if args.full_size:
+        if args.train:
+            result = bench_training(model, resolution=args.train_resolution, steps=args.train_steps)
+        elif args.full_size:
             from tools.bench_full import bench_full
 
             result = bench_full(model, runs=args.runs, steps=args.steps)

@@ -22,6 +22,8 @@ from pathlib import Path
 import torch
 from safetensors.torch import save_file
 
+from models.train.kohya import BFL_DOUBLE, BFL_SINGLE
+
 _ATTN = ("to_q", "to_k", "to_v", "to_out.0")
 _DOUBLE = (
     *(f"attn.{n}" for n in _ATTN),
@@ -35,20 +37,10 @@ _DOUBLE = (
     "ff_context.net.2",
 )
 _SINGLE = ("attn.to_q", "attn.to_k", "attn.to_v", "proj_mlp", "proj_out")
-# BFL module name in a double block -> the diffusers modules it fuses (kohya, ComfyUI).
-_BFL_DOUBLE = {
-    "img_attn.qkv": ("attn.to_q", "attn.to_k", "attn.to_v"),
-    "img_attn.proj": ("attn.to_out.0",),
-    "img_mlp.0": ("ff.net.0.proj",),
-    "img_mlp.2": ("ff.net.2",),
-    "img_mod.lin": ("norm1.linear",),
-    "txt_attn.qkv": ("attn.add_q_proj", "attn.add_k_proj", "attn.add_v_proj"),
-    "txt_attn.proj": ("attn.to_add_out",),
-    "txt_mlp.0": ("ff_context.net.0.proj",),
-    "txt_mlp.2": ("ff_context.net.2",),
-    "txt_mod.lin": ("norm1_context.linear",),
-}
-_BFL_SINGLE = {"linear2": ("proj_out",), "modulation.lin": ("norm.linear",)}
+# BFL module name -> the diffusers modules it fuses (kohya, ComfyUI): the trainer's table.
+_BFL_DOUBLE = BFL_DOUBLE
+# Without linear1: diffusers splits it with FLUX.1's fixed widths (see the docstring).
+_BFL_SINGLE = {name: parts for name, parts in BFL_SINGLE.items() if name != "linear1"}
 _XLABS = {
     "qkv_lora1": ("attn.to_q", "attn.to_k", "attn.to_v"),
     "proj_lora1": ("attn.to_out.0",),

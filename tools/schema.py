@@ -5,15 +5,17 @@ coglet validates request inputs only against that file, so a local
 The bytes match cog's Go generator (pkg/schema/openapi_spec.go) for what
 predict.py uses: a predictor class with predict() or run(); str, int, float,
 bool, cog.Path and cog.Secret inputs, also Optional[...] and list[...] of them; one such
-value or a list of them as output. Anything else raises SchemaError rather
-than write a document that would differ from Go's.
+value, a list of them, or a cog.BaseModel of them (train.py's output) as output; train
+mode (a train() function) and the merged predict+train document of a cog.yaml with both.
+Anything else raises SchemaError rather than write a document that would differ from Go's.
 
-CLI: python -m tools.schema predict.py:Predictor [--root DIR]
+CLI: python -m tools.schema predict.py:Predictor [--train train.py:train] [--root DIR]
 """
 
 import argparse
 import ast
 import copy
+import dataclasses
 import importlib.util
 import inspect
 import json
@@ -68,8 +70,14 @@ def load_target(ref: str, root: Path) -> object:
     return getattr(module, name)
 
 
-def _entry_point(target: object) -> Any:
-    """The method whose signature is the API: run() or predict(), as the SDK picks."""
+def _entry_point(target: object, mode: str = "predict") -> Any:
+    """The callable whose signature is the API: run() or predict(), as the SDK picks; in
+    train mode a train() function, or a class's train() method (as Go's parser finds it)."""
+    if mode == "train":
+        fn = getattr(target, "train", None) if inspect.isclass(target) else target
+        if not callable(fn):
+            raise SchemaError(f"{target!r} is neither a train() function nor has train()")
+        return inspect.unwrap(fn)
     if not inspect.isclass(target):
         raise SchemaError(f"{target!r} is not a predictor class")
     stubs = (None, cog.BaseRunner.run, cog.BaseRunner.predict)  # BasePredictor inherits these
@@ -188,7 +196,9 @@ def _input_component(fn: Any) -> tuple[dict, dict[str, dict]]:
     properties: dict[str, dict] = {}
     required: list[str] = []
     enums: dict[str, dict] = {}
-    params = list(inspect.signature(fn).parameters.values())[1:]  # drop self
+    params = list(inspect.signature(fn).parameters.values())
+    if params and params[0].name == "self":
+        params = params[1:]
     for order, param in enumerate(params):
         name, where = param.name, f"input {param.name!r}"
         if param.kind not in (param.POSITIONAL_ONLY, param.POSITIONAL_OR_KEYWORD):
@@ -301,24 +311,102 @@ _PATHS = {
 # fmt: on
 
 
-def openapi_schema(target: object) -> dict:
-    """The OpenAPI document `cog build` would write for the predictor class `target`."""
-    fn = _entry_point(target)
+def _output_type(returns: Any) -> dict:
+    """An output annotation; a cog.BaseModel subclass is an object of its fields (Go's
+    SchemaObject: properties in field order, required when without a default)."""
+    if isinstance(returns, type) and issubclass(returns, cog.BaseModel):
+        properties, required = {}, []
+        for f in dataclasses.fields(returns):
+            schema, nullable = _json_type(f.type, f"output field {f.name!r}")
+            properties[f.name] = {**schema, "title": _title(f.name)}
+            no_default = (
+                f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING
+            )
+            if no_default and not nullable:
+                required.append(f.name)
+        return {
+            "type": "object",
+            "properties": properties,
+            **({"required": required} if required else {}),
+        }
+    output, optional = _json_type(returns, "output")
+    if optional:
+        raise SchemaError("output must not be Optional")
+    return output
+
+
+# Train mode renames the endpoint and the components (Go: buildOpenAPISpec's isTrain).
+_TRAIN_NAMES = {
+    "/predictions": "/trainings",
+    "/predictions/{prediction_id}/cancel": "/trainings/{training_id}/cancel",
+    "Predict": "Train",
+    "Run a single prediction on the model": "Run a single training on the model",
+    "predict_predictions_post": "train_trainings_post",
+    "cancel_predictions__prediction_id__cancel_post": "cancel_trainings__training_id__cancel_post",
+    "prediction_id": "training_id",
+    "Prediction Id": "Training Id",
+    "PredictionRequest": "TrainingRequest",
+    "PredictionResponse": "TrainingResponse",
+    "#/components/schemas/PredictionRequest": "#/components/schemas/TrainingRequest",
+    "#/components/schemas/PredictionResponse": "#/components/schemas/TrainingResponse",
+    "#/components/schemas/Input": "#/components/schemas/TrainingInput",
+    "#/components/schemas/Output": "#/components/schemas/TrainingOutput",
+}
+
+
+def _renamed(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {_TRAIN_NAMES.get(k, k): _renamed(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_renamed(v) for v in value]
+    return _TRAIN_NAMES.get(value, value) if isinstance(value, str) else value
+
+
+def openapi_schema(target: object, mode: str = "predict") -> dict:
+    """The OpenAPI document `cog build` would write for `target`: a predictor class, or
+    in train mode a train() function (or a class with train())."""
+    fn = _entry_point(target, mode)
     input_schema, enums = _input_component(fn)
     returns = typing.get_type_hints(fn, include_extras=True).get("return")
     if returns in (None, type(None)):
         raise SchemaError(f"{fn.__qualname__}() needs a return type annotation")
-    output, optional = _json_type(returns, "output")
-    if optional:
-        raise SchemaError("output must not be Optional")
-    schemas = {"Input": input_schema, "Output": {**output, "title": "Output"}, **enums}
+    output = {**_output_type(returns), "title": "Output"}
+    # Copies, so callers may edit the result without touching the constants.
+    paths, fixed = copy.deepcopy(_PATHS), copy.deepcopy(_FIXED_SCHEMAS)
+    if mode == "train":
+        input_schema = {**input_schema, "title": "TrainingInput"}
+        schemas = {"TrainingInput": input_schema, "TrainingOutput": output, **enums}
+        paths, fixed = _renamed(paths), _renamed(fixed)
+        for name in ("TrainingRequest", "TrainingResponse"):
+            fixed[name]["title"] = name
+    else:
+        schemas = {"Input": input_schema, "Output": output, **enums}
     return {
         "openapi": "3.0.2",
         "info": {"title": "Cog", "version": cog.__version__},
-        # Copies, so callers may edit the result without touching the constants.
-        "paths": copy.deepcopy(_PATHS),
-        "components": {"schemas": {**schemas, **copy.deepcopy(_FIXED_SCHEMAS)}},
+        "paths": paths,
+        "components": {"schemas": {**schemas, **fixed}},
     }
+
+
+def merged_schema(predict: dict, train: dict) -> dict:
+    """Go's MergeSchemas: the predict document plus the train document's paths and
+    components that it lacks (what `cog build` writes when cog.yaml has both keys)."""
+    merged = copy.deepcopy(predict)
+    for key, value in train["paths"].items():
+        merged["paths"].setdefault(key, value)
+    for key, value in train["components"]["schemas"].items():
+        merged["components"]["schemas"].setdefault(key, value)
+    return merged
+
+
+def to_json_indented(schema: dict) -> str:
+    """The merged document's bytes: Go re-reads both documents into plain maps and writes
+    them with json.MarshalIndent(v, "", "  "), so every key is sorted and indented."""
+    text = json.dumps(schema, indent=2, sort_keys=True, ensure_ascii=False)
+    for char, escaped in (("&", "\\u0026"), ("<", "\\u003c"), (">", "\\u003e")):
+        text = text.replace(char, escaped)
+    return text.replace("\u2028", "\\u2028").replace("\u2029", "\\u2029")
 
 
 def to_json(schema: dict) -> str:
@@ -346,10 +434,18 @@ def _go_order(value: Any, ordered: bool = False) -> Any:
     }
 
 
-def write_schema(ref: str, root: Path, *, into: Path | None = None) -> Path:
+def write_schema(
+    ref: str, root: Path, *, into: Path | None = None, train_ref: str | None = None
+) -> Path:
     """Write .cog/openapi_schema.json for `ref` (a file relative to `root`) into `into`,
-    by default `root` as `cog build` does, and return its path."""
-    text = to_json(openapi_schema(load_target(ref, Path(root))))
+    by default `root` as `cog build` does, and return its path. With `train_ref` (cog.yaml's
+    `train:`), the predict and train documents merged, as `cog build` writes them."""
+    predict = openapi_schema(load_target(ref, Path(root)))
+    if train_ref is None:
+        text = to_json(predict)
+    else:
+        train = openapi_schema(load_target(train_ref, Path(root)), mode="train")
+        text = to_json_indented(merged_schema(predict, train))
     out = Path(into or root) / ".cog" / "openapi_schema.json"
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = out.with_suffix(".json.tmp")
@@ -364,9 +460,10 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("ref", help="predictor reference, e.g. predict.py:FluxSchnellPredictor")
     parser.add_argument("--root", type=Path, default=Path.cwd(), help="project folder (default: .)")
+    parser.add_argument("--train", help="train reference too, e.g. train.py:train")
     args = parser.parse_args(argv)
     try:
-        path = write_schema(args.ref, args.root)
+        path = write_schema(args.ref, args.root, train_ref=args.train)
     except (SchemaError, FileNotFoundError) as exc:
         parser.exit(2, f"error: {exc}\n")
     print(path)

@@ -17,6 +17,8 @@ from models.specs import SPECS, get_spec
 REPO = Path(__file__).resolve().parent.parent
 COG_YAML = REPO / "cog.yaml"
 PYTHON_VERSION = "3.11"
+# cog.yaml's `train:`: the LoRA trainer every variant shares (`cog train`, POST /trainings).
+TRAIN_REF = "train.py:train"
 
 
 def cog_sdk_version(root: Path = REPO) -> str:
@@ -40,6 +42,7 @@ build:
   python_requirements: requirements.txt
   sdk_version: "{cog_sdk_version(root)}"
 predict: "predict.py:{spec.predictor}"
+train: "{TRAIN_REF}"
 environment:
   - MODEL_NAME={spec.name}
 """

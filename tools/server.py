@@ -23,6 +23,7 @@ from pathlib import Path
 
 from models.specs import get_spec
 from tools.schema import write_schema
+from tools.select import TRAIN_REF
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -66,19 +67,22 @@ def model_ref(model: str) -> tuple[str, dict[str, str]]:
     return f"predict.py:{spec.predictor}", {"MODEL_NAME": spec.name}
 
 
-def server_env(ref: str, port: int, *, extra: dict[str, str] | None) -> dict[str, str]:
+def server_env(
+    ref: str, port: int, *, extra: dict[str, str] | None, train: bool = False
+) -> dict[str, str]:
     env = dict(os.environ)
     # coglet's worker runs `python` from PATH: it must be this interpreter.
     env["PATH"] = os.path.dirname(sys.executable) + os.pathsep + env.get("PATH", "")
     env["PORT"] = str(port)
     env["PYTHONUNBUFFERED"] = "1"
-    env["COG_PREDICT_TYPE_STUB"] = ref
+    env["COG_TRAIN_TYPE_STUB" if train else "COG_PREDICT_TYPE_STUB"] = ref
     env.update(extra or {})
     return env
 
 
-def command(host: str) -> list[str]:
-    return [sys.executable, "-m", "cog.server.http", "--host", host]
+def command(host: str, *, train: bool = False) -> list[str]:
+    mode = ["--x-mode", "train"] if train else []  # coglet serves POST /trainings
+    return [sys.executable, "-m", "cog.server.http", "--host", host, *mode]
 
 
 def _tail(path: Path, lines: int = 40) -> str:
@@ -117,13 +121,17 @@ def running(
     port: int | None = None,
     log_path: Path | None = None,
     ready_timeout: float = 600.0,
+    train: bool = False,
 ) -> Iterator[str]:
     """Start coglet for `ref` (a file in `root`), wait until READY, yield its base URL, stop
     it. Each run gets a private working folder holding its own .cog/openapi_schema.json,
-    so servers of different models can run side by side."""
+    so servers of different models can run side by side. With `train`, coglet's train
+    mode serves TRAIN_REF at POST /trainings, with the schema `cog build` writes for a
+    cog.yaml holding both `predict:` and `train:`."""
     port = port or free_port()
     run_dir = Path(tempfile.mkdtemp(prefix="cog-run-"))
-    write_schema(ref, root, into=run_dir)
+    write_schema(ref, root, into=run_dir, train_ref=TRAIN_REF if train else None)
+    ref = TRAIN_REF if train else ref
     file, _, name = ref.partition(":")
     stub = f"{(Path(root) / file).resolve()}:{name}"
     pythonpath = os.pathsep.join(filter(None, [str(root), os.environ.get("PYTHONPATH")]))
@@ -133,9 +141,11 @@ def running(
         log_path = Path(name)
     with open(log_path, "wb") as log_file:
         proc = subprocess.Popen(
-            command(host),
+            command(host, train=train),
             cwd=run_dir,
-            env=server_env(stub, port, extra={"PYTHONPATH": pythonpath, **(env or {})}),
+            env=server_env(
+                stub, port, extra={"PYTHONPATH": pythonpath, **(env or {})}, train=train
+            ),
             stdout=log_file,
             stderr=subprocess.STDOUT,
             start_new_session=True,  # so the worker subprocess stops with it
