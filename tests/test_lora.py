@@ -23,7 +23,7 @@ from tools.loras import flux_lora, sdxl_lora
 # A small input image at strength 1 draws from noise at its size (128x128): cheaper than
 # the smallest text-to-image size, and the same transformer and LoRA layers run.
 FLUX = dict(
-    prompt="a red circle", prompt_strength=1.0, num_inference_steps=2, seed=7, output_format="png"
+    prompt="a red circle", prompt_strength=1.0, num_inference_steps=1, seed=7, output_format="png"
 )
 SDXL = dict(
     prompt="a red circle", width=256, height=256, num_inference_steps=3, seed=7, output_format="png"
