@@ -12,6 +12,7 @@ from pathlib import Path
 import torch
 from PIL import Image
 
+from models import shutdown
 from models.errors import WeightsError
 from models.log import log
 from models.lora import LoraStore
@@ -43,6 +44,7 @@ def step_logger():
     def callback(pipe, step: int, timestep, callback_kwargs):
         total = getattr(pipe, "num_timesteps", None) or "?"
         log.info(f"Step {step + 1}/{total}")
+        shutdown.cancel_if_overdue()
         return {}
 
     return callback
@@ -169,6 +171,7 @@ class DiffusionModel:
     def __init__(self, spec: ModelSpec, settings: Settings):
         started = time.perf_counter()
         self.spec = spec
+        shutdown.configure(settings.drain_file)
         device = pick_device(settings.device)
         components = self.load_components(spec, settings, device)
         self.engine = type(self).engine(
@@ -185,6 +188,7 @@ class DiffusionModel:
         if self._last_outputs is not None:
             shutil.rmtree(self._last_outputs, ignore_errors=True)
             self._last_outputs = None
+        shutdown.refuse_if_stopping()
         job = self.plan(self.spec, inputs)
         tokens = Tokens(huggingface=inputs.hf_api_token, civitai=inputs.civitai_api_token)
         images = self.engine.generate(job, tokens)
