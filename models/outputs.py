@@ -1,5 +1,6 @@
 """Writing generated images to files in the format the user asked for."""
 
+import shutil
 import tempfile
 from pathlib import Path
 
@@ -33,24 +34,34 @@ def save_images(
     if len(indices) != len(images):
         raise ValueError(f"{len(images)} images but {len(indices)} indices")
 
-    if directory is None:
+    created = directory is None
+    if created:
         directory = Path(tempfile.mkdtemp(prefix="out-"))
     else:
         directory = Path(directory)
         directory.mkdir(parents=True, exist_ok=True)
 
-    paths = []
-    for index, image in zip(indices, images, strict=True):
-        path = directory / f"out-{index}.{output_format}"
-        if output_format == "jpg":
-            # JPEG has no alpha; optimize costs a little time for a smaller file at no loss.
-            image.convert("RGB").save(path, "JPEG", quality=output_quality, optimize=True)
-        elif output_format == "webp":
-            image.save(path, "WEBP", quality=output_quality)
-        else:
-            image.save(path, "PNG")
-        paths.append(path)
+    try:
+        paths = [
+            _save(image, directory / f"out-{index}.{output_format}", output_format, output_quality)
+            for index, image in zip(indices, images, strict=True)
+        ]
+    except BaseException:
+        if created:  # nobody will ever see a half-written batch, nor remove it
+            shutil.rmtree(directory, ignore_errors=True)
+        raise
 
     quality = "lossless" if output_format == "png" else f"quality {output_quality}"
     log.info(f"Saved {len(paths)} image(s) as {output_format} ({quality}) in {directory}")
     return paths
+
+
+def _save(image: Image.Image, path: Path, output_format: str, output_quality: int) -> Path:
+    if output_format == "jpg":
+        # JPEG has no alpha; optimize costs a little time for a smaller file at no loss.
+        image.convert("RGB").save(path, "JPEG", quality=output_quality, optimize=True)
+    elif output_format == "webp":
+        image.save(path, "WEBP", quality=output_quality)
+    else:
+        image.save(path, "PNG")
+    return path

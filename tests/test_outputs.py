@@ -1,3 +1,5 @@
+import tempfile
+
 import numpy as np
 import pytest
 from PIL import Image
@@ -94,3 +96,11 @@ def test_quality_out_of_range(tmp_path, quality):
 
 def test_empty_list(tmp_path):
     assert save_images([], directory=tmp_path) == []
+
+
+def test_a_failed_save_leaves_no_folder_behind(tmp_path, monkeypatch):
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
+    cmyk = noise().convert("CMYK")  # PNG cannot hold CMYK: the second image fails
+    with pytest.raises(OSError):
+        save_images([noise(), cmyk], output_format="png")
+    assert list(tmp_path.iterdir()) == []

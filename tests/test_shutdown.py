@@ -8,6 +8,7 @@ import json
 import os
 import signal
 import subprocess
+import tempfile
 import threading
 import time
 from dataclasses import replace
@@ -18,7 +19,7 @@ from models import shutdown
 from models.flux import FluxInputs, FluxModel
 from models.settings import REPO_ROOT
 from models.specs import get_spec
-from tools.server import free_port, http_json, predict
+from tools.server import free_port, http_json, predict, running
 
 GRACE_S = 3.0
 # A tiny-flux-dev prediction of about a minute on this machine: it always outlives the
@@ -173,3 +174,29 @@ def test_ctrl_c_cancels_an_async_prediction_and_its_webhook_says_so(serve):
     output = assert_exited_cleanly(proc, within=20)
     assert output.rstrip().endswith("Stopped.")
     hooks.httpd.shutdown()
+
+
+FAILING_SETUP = """
+from cog import BasePredictor
+
+
+class Predictor(BasePredictor):
+    def setup(self):
+        raise RuntimeError("setup failed on purpose")
+
+    def predict(self, prompt: str = "x") -> str:
+        return prompt
+"""
+
+
+@pytest.mark.server
+def test_a_server_that_fails_to_start_leaves_no_files(tmp_path, monkeypatch):
+    project, scratch = tmp_path / "project", tmp_path / "tmp"
+    project.mkdir()
+    scratch.mkdir()
+    (project / "predict.py").write_text(FAILING_SETUP)
+    monkeypatch.setattr(tempfile, "tempdir", str(scratch))
+    starting = running("predict.py:Predictor", root=project)
+    with pytest.raises(RuntimeError, match="setup failed on purpose"), starting:
+        pass
+    assert list(scratch.iterdir()) == []  # neither its run folder nor a log

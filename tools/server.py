@@ -165,6 +165,8 @@ class Server:
     proc: subprocess.Popen
     # Written when the server is asked to stop: the worker's deadline (models/shutdown.py).
     drain_file: Path
+    # The worker's TMPDIR: its input downloads and outputs.
+    tmp_dir: Path
 
 
 @contextmanager
@@ -217,7 +219,7 @@ def started(
                 # which applies the stopping rule; and the worker can be cleaned up with it.
                 start_new_session=True,
             )
-        server = Server(f"http://{host}:{port}", proc, drain_file)
+        server = Server(f"http://{host}:{port}", proc, drain_file, run_dir / "tmp")
         try:
             wait_ready(server.url, proc, log_path, ready_timeout)
             yield server
@@ -257,9 +259,10 @@ def stop_gracefully(server: Server, grace_s: float, say=None) -> None:
 
     set_deadline(deadline)
     with _hurry_on_signals() as hurry:
-        announced = False
+        # coglet says BUSY for a moment after a prediction ends: not worth a line.
+        announced, quiet_until = False, time.time() + 1.0
         while server.proc.poll() is None and _busy(server.url):
-            if not announced:
+            if not announced and time.time() > quiet_until:
                 say(
                     f"Stopping: running predictions may finish within {grace_s:g}s, then "
                     "they are cancelled (Ctrl-C again: cancel now)."
