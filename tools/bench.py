@@ -106,12 +106,26 @@ def bench(model: str, *, megapixels: str, steps: int | None, runs: int) -> dict:
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("models", nargs="*", default=["tiny-flux-schnell", "mid-flux-schnell"])
+    parser.add_argument(
+        "models", nargs="*", help="default: tiny-flux-schnell and mid-flux-schnell (soak: tiny)"
+    )
     parser.add_argument("--megapixels", default="0.25", choices=["1", "0.25"])
     parser.add_argument("--steps", type=int, help="default: the variant's default")
     parser.add_argument("--runs", type=int, default=3)
+    parser.add_argument(
+        "--soak",
+        type=int,
+        metavar="N",
+        help="instead: N varied requests through one server, printing RSS and disk growth",
+    )
     args = parser.parse_args(argv)
-    for model in args.models:
+    if args.soak:
+        from tools.soak import soak
+
+        for model in args.models or ["tiny-flux-schnell"]:
+            print(json.dumps(soak(model, args.soak)), flush=True)
+        return
+    for model in args.models or ["tiny-flux-schnell", "mid-flux-schnell"]:
         print(f"Benchmarking {model}...", file=sys.stderr)
         result = bench(model, megapixels=args.megapixels, steps=args.steps, runs=args.runs)
         print(json.dumps(result), flush=True)
