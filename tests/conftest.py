@@ -24,6 +24,30 @@ def settings() -> Settings:
     return replace(load_settings(), weights_dir=REPO_ROOT / "weights", device="cpu", model="")
 
 
+@pytest.fixture
+def server(monkeypatch):
+    """A local HTTP server for files in memory (tests/files_server.py)."""
+    from tests import files_server
+
+    monkeypatch.setenv("no_proxy", "*")
+    state, httpd = files_server.start()
+    yield state
+    httpd.shutdown()
+    httpd.server_close()
+
+
+@pytest.fixture
+def hub(monkeypatch):
+    """A local stand-in for the Hugging Face Hub (tests/fake_hub.py)."""
+    from tests import fake_hub
+
+    monkeypatch.setenv("no_proxy", "*")
+    state, httpd = fake_hub.start()
+    yield state
+    httpd.shutdown()
+    httpd.server_close()
+
+
 def write_image(path: Path, size=(640, 480), mode="RGB", color=(200, 40, 40)) -> Path:
     Image.new(mode, size, color).save(path)
     return path
