@@ -14,7 +14,7 @@ from models.settings import REPO_ROOT
 from models.sizes import ASPECT_RATIOS, MATCH_INPUT, MEGAPIXELS
 from models.specs import SPECS
 from tools.schema import openapi_schema
-from tools.select import cog_sdk_version, render, selected_model
+from tools.select import cog_sdk_version, render, selected_model, user_environment, write
 
 
 @pytest.mark.parametrize("name", sorted(SPECS))
@@ -33,7 +33,24 @@ def test_every_selectable_cog_yaml_points_at_an_existing_predictor(name):
 
 
 def test_checked_in_cog_yaml_is_the_generated_one():
-    assert (REPO_ROOT / "cog.yaml").read_text() == render(selected_model())
+    cog_yaml = REPO_ROOT / "cog.yaml"
+    generated = render(selected_model(cog_yaml), environment=user_environment(cog_yaml))
+    assert cog_yaml.read_text() == generated
+
+
+def test_the_readmes_cog_yaml_additions_survive_script_select(tmp_path):
+    readme = (REPO_ROOT / "README.md").read_text()
+    additions = re.findall(r"add\s+`- ([A-Z_]+=[^`]*)` under `environment:`", readme)
+    assert {a.split("=")[0] for a in additions} == {"MODEL_WEIGHTS", "SAFETY_CHECKER"}
+    cog_yaml = tmp_path / "cog.yaml"
+    cog_yaml.write_text(
+        (REPO_ROOT / "cog.yaml").read_text() + "".join(f"  - {a}\n" for a in additions)
+    )
+    assert write("tiny-sdxl", cog_yaml) == additions
+    config = yaml.safe_load(cog_yaml.read_text())
+    assert config["environment"] == ["MODEL_NAME=tiny-sdxl", *additions]
+    assert config["predict"] == "predict.py:SDXLPredictor"
+    assert cog_yaml.read_text() == render("tiny-sdxl", environment=user_environment(cog_yaml))
 
 
 def test_runtime_packages_are_pinned():
