@@ -9,6 +9,7 @@ import pytest
 import yaml
 
 import predict
+from models.imaging import SUPPORTED_FORMATS
 from models.outputs import OUTPUT_FORMATS
 from models.settings import REPO_ROOT
 from models.sizes import ASPECT_RATIOS, MATCH_INPUT, MEGAPIXELS
@@ -95,6 +96,9 @@ def test_shared_choices_match_the_model_tables(cls_name):
     assert "seed" not in schema["required"] and "prompt" in schema["required"]
     for name in ("image", "mask"):
         assert props[name]["format"] == "uri" and props[name]["nullable"]
+    # The formats load_image opens, said the same way here and in the README.
+    assert SUPPORTED_FORMATS in props["image"]["description"]
+    assert SUPPORTED_FORMATS in (REPO_ROOT / "README.md").read_text()
 
 
 @pytest.mark.parametrize("name", sorted(SPECS))
