@@ -9,9 +9,9 @@ import logging
 import sys
 from typing import Optional
 
-import coglet
-from cog import BasePredictor, Input, Path, Secret
+from cog import BasePredictor, CancelationException, Input, Path, Secret
 
+import cog_fixes  # noqa: F401  (applied on import)
 from models import shutdown
 from models.families import FAMILIES
 from models.flux import FluxInputs
@@ -173,7 +173,7 @@ def _load(predictor: BasePredictor, default_model: str):
     """Set up the variant MODEL_NAME names (default_model if unset) for this predictor."""
     _configure_logging()
     # A prediction cancelled at shutdown ends as "canceled", as by POST .../cancel.
-    shutdown.use_cancel_error(coglet.CancelationException)
+    shutdown.use_cancel_error(CancelationException)
     settings = load_settings()
     spec = get_spec(settings.model or default_model)
     name = type(predictor).__name__
