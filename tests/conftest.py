@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import base64
 import io
+import os
+import re
 import subprocess
 from contextlib import contextmanager
 from dataclasses import replace
@@ -15,6 +17,23 @@ from PIL import Image
 from models.errors import InputError
 from models.settings import REPO_ROOT, Settings, load_settings
 from tools.server import http_json, model_ref, running
+
+
+def _hermetic_environment() -> list[str]:
+    """Tests set their own environment: a variable from the shell that runs them
+    (MODEL_WEIGHTS, SAFETY_CHECKER, a Hugging Face token or endpoint...) must change
+    nothing, neither in this process nor in the servers it starts. Every name
+    models/settings.py reads is dropped, found in its source so none is forgotten."""
+    source = (REPO_ROOT / "models" / "settings.py").read_text()
+    names = set(re.findall(r'"([A-Z][A-Z0-9_]+)"', source))
+    names |= {name for name in os.environ if name.startswith(("HF_", "HUGGING"))}
+    for name in names:
+        os.environ.pop(name, None)
+    os.environ["no_proxy"] = os.environ["NO_PROXY"] = "*"  # only local servers, never a proxy
+    return sorted(names)
+
+
+DROPPED = _hermetic_environment()
 
 
 @pytest.fixture(scope="session")

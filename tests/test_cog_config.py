@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import re
 
 import cog
@@ -30,7 +31,7 @@ def test_every_selectable_cog_yaml_points_at_an_existing_predictor(name):
     assert module == "predict.py"
     cls = getattr(predict, cls_name)
     assert issubclass(cls, cog.BasePredictor) and callable(cls.predict)
-    assert config["environment"] == [f"MODEL_NAME={name}"]
+    assert config["environment"] == [f"MODEL_NAME={name}", "MALLOC_ARENA_MAX=1"]
 
 
 def test_checked_in_cog_yaml_is_the_generated_one():
@@ -49,7 +50,7 @@ def test_the_readmes_cog_yaml_additions_survive_script_select(tmp_path):
     )
     assert write("tiny-sdxl", cog_yaml) == additions
     config = yaml.safe_load(cog_yaml.read_text())
-    assert config["environment"] == ["MODEL_NAME=tiny-sdxl", *additions]
+    assert config["environment"] == ["MODEL_NAME=tiny-sdxl", "MALLOC_ARENA_MAX=1", *additions]
     assert config["predict"] == "predict.py:SDXLPredictor"
     assert cog_yaml.read_text() == render("tiny-sdxl", environment=user_environment(cog_yaml))
 
@@ -120,3 +121,10 @@ def test_a_variant_served_by_another_class_fails_setup_with_the_fix(monkeypatch)
         predict.FluxDevPredictor().setup()
     message = str(err.value)
     assert "FluxSchnellPredictor" in message and "script/select tiny-flux-schnell" in message
+
+
+def test_tests_do_not_inherit_the_shells_settings():
+    from tests.conftest import DROPPED
+
+    assert {"MODEL_WEIGHTS", "SAFETY_CHECKER", "MODEL_NAME", "WEIGHTS_DIR"} <= set(DROPPED)
+    assert not set(DROPPED) & set(os.environ)
