@@ -23,6 +23,7 @@ from contextlib import contextmanager, nullcontext, suppress
 from dataclasses import dataclass
 from pathlib import Path
 
+from models import memory
 from models.settings import load_settings
 from models.specs import get_spec
 from tools.schema import write_schema
@@ -101,6 +102,7 @@ def server_env(ref: str, port: int, *, extra: dict[str, str] | None) -> dict[str
     env["PATH"] = os.path.dirname(sys.executable) + os.pathsep + env.get("PATH", "")
     env["PORT"] = str(port)
     env["PYTHONUNBUFFERED"] = "1"
+    env.update(memory.ENVIRONMENT)
     env["COG_PREDICT_TYPE_STUB"] = ref
     env.update(extra or {})
     return env

@@ -54,30 +54,37 @@ def make_loras(model: str, folder: Path) -> list[str]:
     return [str(build(pipe, folder / f"soak-{i}.safetensors", seed=i)) for i in range(2)]
 
 
+WARM_UP_HEAVY = 3
+
+
 def request(family: str, i: int, loras: list[str], photo: str, mask: str) -> dict:
-    """The i-th request of a soak: every mix recurs with its own period."""
+    """The i-th request of a soak: every mix recurs with its own period. The first
+    WARM_UP_HEAVY are the heaviest of each mode (4 outputs, two LoRAs, largest size), so
+    that memory measured after the warm-up has seen every peak."""
+    heavy = i < WARM_UP_HEAVY
     inputs: dict = {
         "prompt": f"soak request {i}",
         "seed": i,
-        "num_outputs": 1 + i % 4,
+        "num_outputs": 4 if heavy else 1 + i % 4,
         "output_format": FORMATS[i % 3],
         "num_inference_steps": 2,
     }
     if family == "sdxl":
-        inputs |= {"width": 256 + 64 * (i % 3), "height": 256}
+        inputs |= {"width": 384 if heavy else 256 + 64 * (i % 3), "height": 256}
     else:
         inputs |= {"megapixels": "0.25", "aspect_ratio": RATIOS[i % len(RATIOS)]}
-    if i % 5 == 4:
+    mode = ("txt2img", "img2img", "inpaint")[i] if heavy else None
+    if mode == "img2img" or (not heavy and i % 5 == 4):
         inputs |= {"image": photo, "prompt_strength": 0.7}
-    if i % 7 == 6:
+    if mode == "inpaint" or (not heavy and i % 7 == 6):
         inputs |= {"image": photo, "mask": mask, "prompt_strength": 0.9}
-    if i % 6 == 1:
+    if not heavy and i % 6 == 1:
         inputs |= {"lora_weights": loras[0], "lora_scale": 0.5 + (i % 3) / 2}
-    if i % 12 == 7:
+    if heavy or i % 12 == 7:
         inputs |= {"lora_weights": loras[1], "extra_lora": loras[0], "extra_lora_scale": 0.8}
-    if i % 10 == 3:
+    if not heavy and i % 10 == 3:
         inputs = {k: v for k, v in inputs.items() if k != "image"} | {"mask": mask}  # fails
-    if i % 13 == 9:
+    if not heavy and i % 13 == 9:
         inputs["num_outputs"] = 9  # refused by the schema: 422
     return inputs
 
