@@ -24,8 +24,9 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     model = args.model or selected_model()
     ref, env = model_ref(model)
-    # SIGTERM takes the same path as Ctrl-C.
-    signal.signal(signal.SIGTERM, signal.default_int_handler)
+    # SIGTERM takes the same path as Ctrl-C (which a background job may have had ignored).
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, signal.default_int_handler)
     print(f"Starting {model} ({ref}) on http://{args.host}:{args.port}...", file=sys.stderr)
     try:
         serving = started(

@@ -102,7 +102,8 @@ def server_env(ref: str, port: int, *, extra: dict[str, str] | None) -> dict[str
     env["PATH"] = os.path.dirname(sys.executable) + os.pathsep + env.get("PATH", "")
     env["PORT"] = str(port)
     env["PYTHONUNBUFFERED"] = "1"
-    env.update(memory.ENVIRONMENT)
+    for key, value in memory.ENVIRONMENT.items():
+        env.setdefault(key, value)  # a value set by hand wins (script/bench compares them)
     env["COG_PREDICT_TYPE_STUB"] = ref
     env.update(extra or {})
     return env
