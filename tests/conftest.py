@@ -43,28 +43,32 @@ def settings() -> Settings:
     return replace(load_settings(), weights_dir=REPO_ROOT / "weights", device="cpu", model="")
 
 
+@contextmanager
+def _in_background(start):
+    state, httpd = start()
+    try:
+        yield state
+    finally:
+        httpd.shutdown()
+        httpd.server_close()
+
+
 @pytest.fixture
-def server(monkeypatch):
+def server():
     """A local HTTP server for files in memory (tests/files_server.py)."""
     from tests import files_server
 
-    monkeypatch.setenv("no_proxy", "*")
-    state, httpd = files_server.start()
-    yield state
-    httpd.shutdown()
-    httpd.server_close()
+    with _in_background(files_server.start) as state:
+        yield state
 
 
 @pytest.fixture
-def hub(monkeypatch):
+def hub():
     """A local stand-in for the Hugging Face Hub (tests/fake_hub.py)."""
     from tests import fake_hub
 
-    monkeypatch.setenv("no_proxy", "*")
-    state, httpd = fake_hub.start()
-    yield state
-    httpd.shutdown()
-    httpd.server_close()
+    with _in_background(fake_hub.start) as state:
+        yield state
 
 
 def write_image(path: Path, size=(640, 480), mode="RGB", color=(200, 40, 40)) -> Path:

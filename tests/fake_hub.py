@@ -14,8 +14,10 @@ import re
 import threading
 from collections import Counter
 from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from urllib.parse import unquote, urlsplit
+
+from tests.files_server import HTTPServer
 
 LFS_SUFFIXES = (".safetensors", ".bin")
 
@@ -123,12 +125,8 @@ class _Handler(BaseHTTPRequestHandler):
         self.wfile.write(body)
 
 
-class _Server(ThreadingHTTPServer):
-    daemon_threads = True
-
-
-def start() -> tuple[Hub, _Server]:
-    httpd = _Server(("127.0.0.1", 0), _Handler)
+def start() -> tuple[Hub, HTTPServer]:
+    httpd = HTTPServer(("127.0.0.1", 0), _Handler)
     httpd.hub = Hub(url=f"http://127.0.0.1:{httpd.server_port}")
     threading.Thread(target=httpd.serve_forever, daemon=True).start()
     return httpd.hub, httpd
