@@ -132,7 +132,9 @@ MANIFEST: dict[str, WeightsEntry] = {
         WeightsEntry("tiny-flux-dev", build="tiny-flux-guidance"),
         WeightsEntry("mid-flux-schnell", build="mid-flux"),
         WeightsEntry("tiny-sdxl", build="tiny-sdxl"),
-        WeightsEntry("tiny-sdxl-refiner", build="tiny-sdxl-refiner"),
+        WeightsEntry(
+            "tiny-sdxl-refiner", build="tiny-sdxl-refiner", borrowed=("vae", "text_encoder_2")
+        ),
         # Tiny checkers that flag nothing: tests build stricter ones themselves.
         WeightsEntry("tiny-safety-checker", build="tiny-compvis"),
         WeightsEntry("tiny-falcon-nsfw", build="tiny-falcon"),

@@ -65,10 +65,12 @@ def _move_into_place(staging: Path, target: Path) -> None:
 def _build(entry: WeightsEntry, target: Path) -> Path:
     from models.tiny import BUILD_VERSION, BUILDERS
 
-    if _build_is_current(target, BUILD_VERSION):
+    damage = missing_parts(target, entry.borrowed) if target.is_dir() else []
+    if _build_is_current(target, BUILD_VERSION) and not damage:
         return target
     if target.exists():
-        log.info(f"Rebuilding {entry.name}: it was built by an older version of models/tiny.py")
+        why = "; ".join(damage) or "it was built by an older version of models/tiny.py"
+        log.info(f"Rebuilding {entry.name}: {why}")
         shutil.rmtree(target)
     started = time.perf_counter()
     target.parent.mkdir(parents=True, exist_ok=True)

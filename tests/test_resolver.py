@@ -66,6 +66,24 @@ def test_build_entry_is_built_once_and_rebuilt_when_stale(entries, weights_setti
     assert in_weights_dir(folder.parent) == ["fake-model"]
 
 
+def test_a_damaged_build_is_rebuilt(entries, weights_settings, monkeypatch):
+    calls = []
+
+    def builder(dest):
+        calls.append(dest)
+        (dest / "model_index.json").write_text('{"unet": ["diffusers", "U"]}')
+        (dest / "unet").mkdir()
+        (dest / "unet" / "config.json").write_text("{}")
+        (dest / "unet" / "model.safetensors").write_bytes(safetensors_file())
+
+    monkeypatch.setitem(tiny.BUILDERS, "fake", builder)
+    name = entries(WeightsEntry("built-model", build="fake"))
+    weights = resolver.resolve(name, weights_settings) / "unet" / "model.safetensors"
+    weights.write_bytes(weights.read_bytes()[:100])  # truncated, e.g. a full disk
+    assert resolver.resolve(name, weights_settings) and len(calls) == 2
+    assert weights.read_bytes() == safetensors_file()
+
+
 def test_tiny_variant_builds_a_real_diffusers_folder(settings):
     folder = resolver.resolve("tiny-flux-schnell", settings)
     for part in ("model_index.json", "transformer", "vae", "tokenizer", "tokenizer_2"):
