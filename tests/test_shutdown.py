@@ -7,6 +7,7 @@ import http.server
 import json
 import os
 import signal
+import socket
 import subprocess
 import tempfile
 import threading
@@ -200,3 +201,19 @@ def test_a_server_that_fails_to_start_leaves_no_files(tmp_path, monkeypatch):
     with pytest.raises(RuntimeError, match="setup failed on purpose"), starting:
         pass
     assert list(scratch.iterdir()) == []  # neither its run folder nor a log
+
+
+def test_a_port_in_use_is_one_clear_line(tmp_path):
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        result = subprocess.run(
+            [REPO_ROOT / "script" / "serve", "--model", "tiny-flux-schnell", "--port", str(port)],
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+    assert result.returncode == 1
+    assert f"Port {port} on 127.0.0.1 is already in use" in result.stderr
+    assert "Traceback" not in result.stderr

@@ -28,6 +28,9 @@ from tools.loras import lora_for
 from tools.server import model_ref, predict, started
 
 FORMATS = ("webp", "jpg", "png")
+# coglet 0.23.1 makes predictions/<id>/{inputs,outputs} here for every prediction and
+# leaves them, empty (the path is fixed; other servers on the machine add theirs).
+COGLET_DIRS = Path("/tmp/coglet/predictions")
 RATIOS = ("1:1", "16:9", "2:3", "4:5")
 
 
@@ -109,6 +112,10 @@ def rss_mib(pid: int) -> float:
     return 0.0
 
 
+def _entries(folder: Path) -> set[str]:
+    return {p.name for p in folder.iterdir()} if folder.is_dir() else set()
+
+
 def disk_mib(folder: Path) -> float:
     total = sum(p.stat().st_size for p in folder.rglob("*") if p.is_file())
     return round(total / 2**20, 2)
@@ -128,6 +135,7 @@ def soak(model: str, n: int, *, every: int = 10, warm_up: int = 50) -> dict:
         with started(ref, env=env) as server:
             (worker,) = _children(server.proc.pid)
             disk_start = disk_mib(server.tmp_dir)
+            coglet_before = _entries(COGLET_DIRS)
             for i in range(n):
                 status, body = predict(server.url, request(spec.family, i, loras, photo, mask))
                 statuses[body.get("status", str(status))] += 1
@@ -135,6 +143,7 @@ def soak(model: str, n: int, *, every: int = 10, warm_up: int = 50) -> dict:
                     curve.append((i + 1, rss_mib(worker), rss_mib(server.proc.pid)))
                     print(f"soak {i + 1}/{n}: {curve[-1][1:]} MiB", file=sys.stderr)
             disk_end = disk_mib(server.tmp_dir)
+            coglet_added = len(_entries(COGLET_DIRS) - coglet_before)
     start = next(point for point in curve if point[0] >= warm_up)
     middle = min(curve, key=lambda point: abs(point[0] - (warm_up + n) / 2))
     end = curve[-1]
@@ -154,5 +163,6 @@ def soak(model: str, n: int, *, every: int = 10, warm_up: int = 50) -> dict:
         "worker_growth_pct": growth(1),
         "server_growth_pct": growth(2),
         "worker_tmp_disk_mib": {"start": disk_start, "end": disk_end},
+        "coglet_empty_dirs_added": coglet_added,
         "curve": curve,
     }
