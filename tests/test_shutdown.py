@@ -29,22 +29,22 @@ LONG = {"prompt": "x", "megapixels": "1", "num_outputs": 4, "num_inference_steps
 SHORT = {"prompt": "x", "megapixels": "0.25", "num_inference_steps": 8}
 
 
-def test_the_worker_refuses_new_work_and_cancels_overdue_steps(settings, tmp_path):
+def test_the_worker_refuses_new_work_and_cancels_overdue_steps(settings, tmp_path, monkeypatch):
     drain = tmp_path / "drain"
     model = FluxModel(get_spec("tiny-flux-schnell"), replace(settings, safety_checker=False))
     inputs = FluxInputs(prompt="x", megapixels="0.25", num_inference_steps=2)
-    try:
-        shutdown.configure(drain)
-        assert len(model.predict(inputs)) == 1  # no drain file: not stopping
-        drain.write_text(repr(time.time() + 60))
-        with pytest.raises(shutdown.ServerStopping, match="no new predictions"):
-            model.predict(inputs)
-        shutdown.cancel_if_overdue()  # within the grace period: carries on
-        drain.write_text(repr(time.time() - 1))
-        with pytest.raises(shutdown.ServerStopping, match="grace period"):
-            shutdown.cancel_if_overdue()
-    finally:
-        shutdown.configure(None)
+    # Process-wide state, as in a worker: restored after the test. (A predictor's setup
+    # elsewhere in this session may have set coglet's exception.)
+    monkeypatch.setattr(shutdown, "_cancel_error", shutdown.ServerStopping)
+    monkeypatch.setattr(shutdown, "_drain_file", drain)
+    assert len(model.predict(inputs)) == 1  # no drain file: not stopping
+    drain.write_text(repr(time.time() + 60))
+    with pytest.raises(shutdown.ServerStopping, match="no new predictions"):
+        model.predict(inputs)
+    shutdown.cancel_if_overdue()  # within the grace period: carries on
+    drain.write_text(repr(time.time() - 1))
+    with pytest.raises(shutdown.ServerStopping, match="grace period"):
+        shutdown.cancel_if_overdue()
 
 
 class Webhooks:
