@@ -153,7 +153,8 @@ def main(argv: list[str] | None = None) -> int:
     model = args.model or selected_model()
     ref, env = model_ref(model)
     print(f"Starting the Cog server for {model}...", file=sys.stderr)
-    with running(ref, env=env) as url:
+    # The server exists for this one request: after Ctrl-C nobody waits for its result.
+    with running(ref, env=env, grace_s=0) as url:
         _, schema = http_json("GET", f"{url}/openapi.json")
         inputs = parse_inputs(args.input, schema)
         print(f"Running prediction with {sorted(inputs)}", file=sys.stderr)
@@ -174,4 +175,8 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    try:
+        sys.exit(main())
+    except KeyboardInterrupt:
+        print("Interrupted: the prediction was cancelled.", file=sys.stderr)
+        sys.exit(130)
