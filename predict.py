@@ -7,8 +7,10 @@ tests/test_cog_config.py checks they agree with models/.
 
 from typing import Optional
 
-from cog import BasePredictor, Input, Path, Secret
+from cog import BasePredictor, CancelationException, Input, Path, Secret
 
+import cog_fixes  # noqa: F401  (applied on import)
+from models import shutdown
 from models.families import FAMILIES
 from models.flux import FluxInputs
 from models.log import to_stdout
@@ -22,19 +24,20 @@ class Inputs:
     image = Input(
         description=(
             "Optional input image for image-to-image, or for inpainting together with `mask`. "
-            "PNG, JPEG or WebP up to 64 megapixels. It is rotated by its EXIF tag, transparent "
-            "areas become white, and it is scaled down to fit 1440x1440 and rounded to a multiple "
-            "of 16; the output has that size unless megapixels asks for 1 or 0.25. aspect_ratio "
-            "is ignored."
+            "PNG, JPEG, WebP, GIF, BMP or TIFF, up to 64 megapixels. It is rotated by its EXIF "
+            "tag, transparent areas become white, and it is scaled down to fit 1440x1440 and "
+            "rounded to a multiple of 16; the output has that size unless megapixels asks for "
+            "1 or 0.25. aspect_ratio is ignored."
         ),
         default=None,
     )
     image_sdxl = Input(
         description=(
             "Optional input image for image-to-image, or for inpainting together with `mask`. "
-            "PNG, JPEG or WebP up to 64 megapixels. It is rotated by its EXIF tag, transparent "
-            "areas become white, and it is scaled down to fit 2048x2048 and rounded to a multiple "
-            "of 8; the output has that size, and width and height are ignored."
+            "PNG, JPEG, WebP, GIF, BMP or TIFF, up to 64 megapixels. It is rotated by its EXIF "
+            "tag, transparent areas become white, and it is scaled down to fit 2048x2048 and "
+            "rounded to a multiple of 8; the output has that size, and width and height are "
+            "ignored."
         ),
         default=None,
     )
@@ -169,6 +172,8 @@ class Inputs:
 def _load(predictor: BasePredictor, default_model: str):
     """Set up the variant MODEL_NAME names (default_model if unset) for this predictor."""
     to_stdout()
+    # A prediction cancelled at shutdown ends as "canceled", as by POST .../cancel.
+    shutdown.use_cancel_error(CancelationException)
     settings = load_settings()
     spec = get_spec(settings.model or default_model)
     name = type(predictor).__name__
@@ -364,10 +369,11 @@ class SDXLPredictor(BasePredictor):
         high_noise_frac: float = Input(
             description=(
                 "For expert_ensemble_refiner: the share of the denoising the base model does "
-                "before the refiner takes over, between 0 and 1 (0.8: base 80%, refiner 20%)."
+                "before the refiner takes over, 0.01-0.99 (0.8: base 80%, refiner 20%); each "
+                "model needs at least one step. Ignored (and logged) with the other options."
             ),
-            ge=0,
-            le=1,
+            ge=0.01,
+            le=0.99,
             default=0.8,
         ),
         refine_steps: Optional[int] = Input(

@@ -13,6 +13,7 @@ from pathlib import Path
 import torch
 from PIL import Image
 
+from models import shutdown
 from models.errors import WeightsError
 from models.fast import cache_path, load_compile_cache, plan_fast, save_compile_cache
 from models.log import log
@@ -45,6 +46,7 @@ def step_logger():
     def callback(pipe, step: int, timestep, callback_kwargs):
         total = getattr(pipe, "num_timesteps", None) or "?"
         log.info(f"Step {step + 1}/{total}")
+        shutdown.cancel_if_overdue()
         return {}
 
     return callback
@@ -185,6 +187,7 @@ class DiffusionModel:
         """`components` replaces load_components (benchmarks build random full-size ones)."""
         started = time.perf_counter()
         self.spec, self.settings = spec, settings
+        shutdown.configure(settings.drain_file)
         device = pick_device(settings.device)
         if components is None:
             components = self.load_components(spec, settings, device)
@@ -228,6 +231,7 @@ class DiffusionModel:
         if self._last_outputs is not None:
             shutil.rmtree(self._last_outputs, ignore_errors=True)
             self._last_outputs = None
+        shutdown.refuse_if_stopping()
         job = self.plan(self.spec, inputs)
         images = self.engine.generate(job, inputs.tokens())
         paths = finish(

@@ -1,9 +1,12 @@
 """Fetch one weights source by URL into a folder, like Replicate's `pget`.
 
-Parallel ranged requests write into one partial file that survives an
-interruption, the result is checked against its sha256, and `dest` appears
-only once its contents are complete: a `.tar` is extracted into it, any other
-file lands as `dest/<basename of the URL path>`.
+Parallel ranged requests write into one partial file that survives an interruption;
+a resumed download goes on only while the server's ETag (or Last-Modified) is the one
+it started with, so a re-uploaded file is never stitched from two versions. The result
+is checked against its sha256 (always computed and logged, so that it can be recorded),
+and `dest` appears only once its contents are complete: a tar is extracted into it
+(models/unpack.py: resumable, without doubling the disk needed), any other file lands
+as `dest/<basename of the URL path>`.
 """
 
 from __future__ import annotations
@@ -16,7 +19,6 @@ import os
 import posixpath
 import shutil
 import tarfile
-import tempfile
 import time
 import urllib.error
 import urllib.request
@@ -25,15 +27,26 @@ from pathlib import Path
 from urllib.parse import unquote, urlsplit
 
 from models.log import log
+from models.unpack import TAR_SUFFIXES, unpack
 
 _BLOCK = 2**20
-_TAR_SUFFIXES = (".tar", ".tar.gz", ".tgz")
+# What one ranged request fetches, and what an interruption can lose.
+CHUNK_SIZE = 16 * 2**20
 # What a dropped connection, a timeout or a refused one raises from urllib.
 _NET_ERRORS = (OSError, http.client.HTTPException)
 
 
 class DownloadError(RuntimeError):
-    """A download failed. The message names the URL and says what to do."""
+    """A download failed. The message names the URL and says what to do. `resumable`:
+    what was fetched is kept, and fetching the same URL into the same dest resumes."""
+
+    def __init__(self, message: str, *, resumable: bool = False):
+        super().__init__(message)
+        self.resumable = resumable
+
+
+class _Changed(Exception):
+    pass
 
 
 def redact(url: str) -> str:
@@ -63,7 +76,7 @@ def download_url(
     *,
     sha256: str | None = None,
     connections: int = 8,
-    chunk_size: int = 16 * 2**20,
+    chunk_size: int | None = None,
     timeout: float = 60.0,
     headers: dict[str, str] | None = None,
     max_bytes: int | None = None,
@@ -83,28 +96,17 @@ def download_url(
         )
     dest.parent.mkdir(parents=True, exist_ok=True)
     staging = dest.parent / f".{dest.name}.partial"
-    # Built per call so that proxy settings are read from the environment now.
-    opener = urllib.request.build_opener(_Redirects)
-    get = functools.partial(_open, opener, url, dict(headers or {}), timeout)
+    state_file, data = staging / "state.json", staging / "data"
     started = time.monotonic()
-    try:
-        size, stream = _probe(get)
-    except _NET_ERRORS as e:
-        raise _explain(e, url, dest) from e
-    if size is not None and max_bytes is not None and size > max_bytes:
-        raise DownloadError(
-            f"{redact(url)} is {size / 2**30:.1f} GiB, over the {max_bytes / 2**30:.1f} GiB limit."
-        )
-    if size is None:
-        log.info("Downloading %s (no range support: one connection, no resuming)", redact(url))
-        fetched = _stream(stream, url, staging, max_bytes)
+    state = _read_state(state_file)
+    if state.get("url") == url and state.get("stage") == "unpack" and data.exists():
+        fetched = 0  # downloaded and checked by an earlier call that stopped while unpacking
     else:
-        log.info("Downloading %s (%.1f MB, %d connections)", redact(url), size / 1e6, connections)
-        fetched = _fetch_ranged(get, url, staging, size, chunk_size, connections)
-    data = staging / "data"
+        chunk_size = chunk_size or CHUNK_SIZE
+        fetched = _fetch(url, dest, headers, timeout, max_bytes, chunk_size, connections)
+        digest = _verify(data, url, sha256, staging)
+        _write_state(state_file, {"url": url, "stage": "unpack", "sha256": digest})
     total = data.stat().st_size
-    if sha256:
-        _verify(data, url, sha256, staging)
     _install(data, url, dest, staging)
     shutil.rmtree(staging, ignore_errors=True)
     secs = time.monotonic() - started
@@ -113,14 +115,47 @@ def download_url(
     return dest
 
 
-def _open(opener, url, headers, timeout, byte_range=None):
+def _fetch(url, dest, headers, timeout, max_bytes, chunk_size, connections) -> int:
+    """Fetch `url` into staging/data, resuming what an earlier call left; bytes fetched."""
+    staging = dest.parent / f".{dest.name}.partial"
+    # Built per call so that proxy settings are read from the environment now.
+    opener = urllib.request.build_opener(_Redirects)
+    get = functools.partial(_open, opener, url, dict(headers or {}), timeout)
+    try:
+        size, validator, stream = _probe(get)
+    except _NET_ERRORS as e:
+        raise _explain(e, url, dest) from e
+    if size is not None and max_bytes is not None and size > max_bytes:
+        raise DownloadError(
+            f"{redact(url)} is {size / 2**30:.1f} GiB, over the {max_bytes / 2**30:.1f} GiB limit."
+        )
+    if size is None:
+        log.info("Downloading %s (no range support: one connection, no resuming)", redact(url))
+        return _stream(stream, url, staging, max_bytes)
+    log.info("Downloading %s (%.1f MB, %d connections)", redact(url), size / 1e6, connections)
+    try:
+        return _fetch_ranged(get, url, staging, size, validator, chunk_size, connections)
+    except _Changed:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise DownloadError(
+            f"{redact(url)} changed on the server while it was being downloaded (its ETag or "
+            "Last-Modified differs): what was fetched was deleted. Run the same command again "
+            "to download the new version."
+        ) from None
+
+
+def _open(opener, url, headers, timeout, byte_range=None, if_range=None):
     if byte_range is not None:
         headers = {**headers, "Range": f"bytes={byte_range[0]}-{byte_range[1]}"}
+    if if_range is not None:
+        # A changed file is then answered whole (200) instead of the asked-for range.
+        headers = {**headers, "If-Range": if_range}
     return opener.open(urllib.request.Request(url, headers=headers), timeout=timeout)
 
 
 def _probe(get):
-    """Return (size, None) when the server serves ranges, else (None, a response to stream)."""
+    """(size, validator, None) when the server serves ranges, else (None, None, a response
+    to stream). The validator is a strong ETag, else Last-Modified, else None."""
     # A one-byte GET rather than HEAD: some signed CDN URLs are valid for GET only,
     # and a 206 answer proves ranges work where `Accept-Ranges` may not be sent.
     try:
@@ -128,15 +163,17 @@ def _probe(get):
     except urllib.error.HTTPError as e:
         if e.code != 416:  # an empty file has no byte 0 to ask for
             raise
-        return None, get()
+        return None, None, get()
     total = resp.headers.get("Content-Range", "").rpartition("/")[2]
+    etag = resp.headers.get("ETag")
+    validator = etag if etag and not etag.startswith("W/") else resp.headers.get("Last-Modified")
     if resp.status == 206 and total.isdigit():
         resp.close()
-        return int(total), None
+        return int(total), validator, None
     if resp.status == 206:  # a range, but no total size to split by
         resp.close()
         resp = get()
-    return None, resp
+    return None, None, resp
 
 
 def _stream(resp, url, staging, max_bytes: int | None = None) -> int:
@@ -163,15 +200,20 @@ def _stream(resp, url, staging, max_bytes: int | None = None) -> int:
     return got
 
 
-def _fetch_ranged(get, url, staging, size, chunk_size, connections) -> int:
+def _fetch_ranged(get, url, staging, size, validator, chunk_size, connections) -> int:
     chunks = [(a, min(a + chunk_size, size) - 1) for a in range(0, size, chunk_size)]
     state_file, data = staging / "state.json", staging / "data"
-    wanted = {"url": url, "size": size, "chunk_size": chunk_size}
+    wanted = {"url": url, "size": size, "chunk_size": chunk_size, "validator": validator}
     state = _read_state(state_file)
     if data.exists() and all(state.get(k) == v for k, v in wanted.items()):
         done = {i for i in state.get("done", []) if 0 <= i < len(chunks)}
         log.info("Resuming %s: %d of %d chunks already here", redact(url), len(done), len(chunks))
     else:  # nothing to resume, or the source changed since: start over
+        if state.get("url") == url:
+            log.info(
+                "%s changed since the interrupted download (size or ETag): starting over",
+                redact(url),
+            )
         shutil.rmtree(staging, ignore_errors=True)
         done = set()
     staging.mkdir(parents=True, exist_ok=True)
@@ -179,8 +221,10 @@ def _fetch_ranged(get, url, staging, size, chunk_size, connections) -> int:
 
     def fetch(i: int) -> int:
         start, end = chunks[i]
-        with get((start, end)) as resp:
+        with get((start, end), validator) as resp:
             answer = resp.headers.get("Content-Range", "")
+            if resp.status == 200 and validator is not None:
+                raise _Changed()
             if resp.status != 206 or not answer.startswith(f"bytes {start}-"):
                 raise ConnectionError(f"asked for bytes {start}-{end}, got HTTP {resp.status}")
             pos = start
@@ -219,8 +263,11 @@ def _fetch_ranged(get, url, staging, size, chunk_size, connections) -> int:
                 cancel_queued()
     finally:
         os.close(fd)
+    if isinstance(first_error, _Changed):
+        raise first_error
     if first_error is not None:
-        raise _interrupted(url, first_error, resumable=True) from first_error
+        kept = f"{len(done)} of {len(chunks)} chunks are kept in {staging}"
+        raise _interrupted(url, first_error, resumable=True, kept=kept) from first_error
     return fetched
 
 
@@ -239,9 +286,13 @@ def _write_state(path: Path, state: dict) -> None:
     os.replace(tmp, path)
 
 
-def _verify(data: Path, url: str, sha256: str, staging: Path) -> None:
+def _verify(data: Path, url: str, sha256: str | None, staging: Path) -> str:
+    """The file's sha256, checked against `sha256` when one is known."""
     with open(data, "rb") as f:
         actual = hashlib.file_digest(f, "sha256").hexdigest()
+    if sha256 is None:
+        log.info("sha256 of %s: %s (no checksum to compare with)", redact(url), actual)
+        return actual
     if actual != sha256.lower():
         shutil.rmtree(staging, ignore_errors=True)
         raise DownloadError(
@@ -249,37 +300,37 @@ def _verify(data: Path, url: str, sha256: str, staging: Path) -> None:
             "have changed or been corrupted; the download was deleted. Check the URL and "
             "checksum in models/manifest.py."
         )
+    return actual
 
 
 def _install(data: Path, url: str, dest: Path, staging: Path) -> None:
     name = posixpath.basename(unquote(urlsplit(url).path))
     if name in ("", ".", ".."):
         name = "download"
-    tmp = Path(tempfile.mkdtemp(prefix=f".{dest.name}.", suffix=".tmp", dir=dest.parent))
-    try:
-        if name.endswith(_TAR_SUFFIXES):
-            with tarfile.open(data) as tar:
-                # "data" refuses absolute paths, `..`, links out of the folder and devices.
-                tar.extractall(tmp, filter="data")
-        else:
-            os.replace(data, tmp / name)
-        os.replace(tmp, dest)
-    except tarfile.TarError as e:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise DownloadError(
-            f"The archive from {redact(url)} is broken or unsafe ({e}); nothing was extracted and "
-            "the download was deleted. Check the source."
-        ) from e
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)  # already gone when it became dest
+    files = staging / "files"
+    if name.endswith(TAR_SUFFIXES):
+        try:
+            unpack(data, name, files, staging / "unpack.json")
+        except tarfile.TarError as e:
+            shutil.rmtree(staging, ignore_errors=True)
+            raise DownloadError(
+                f"The archive from {redact(url)} is broken or unsafe ({e}); nothing was extracted "
+                "and the download was deleted. Check the source."
+            ) from e
+    else:
+        shutil.rmtree(files, ignore_errors=True)
+        files.mkdir()
+        os.replace(data, files / name)
+    os.replace(files, dest)
 
 
-def _interrupted(url: str, err: BaseException, *, resumable: bool) -> DownloadError:
-    again = "resumes it" if resumable else "starts it over (the server cannot resume)"
-    return DownloadError(
-        f"Download of {redact(url)} was interrupted ({err}). "
-        f"Running the same command again {again}."
-    )
+def _interrupted(url: str, err: BaseException, *, resumable: bool, kept: str = ""):
+    if resumable:
+        again = f"{kept}; running the same command again resumes it"
+    else:
+        again = "Running the same command again starts it over (the server cannot resume)"
+    message = f"Download of {redact(url)} was interrupted ({err}). {again}."
+    return DownloadError(message, resumable=resumable)
 
 
 def _explain(err: BaseException, url: str, dest: Path) -> DownloadError:

@@ -14,7 +14,10 @@ _CDN = "https://weights.replicate.delivery/default"
 
 @dataclass(frozen=True)
 class Source:
-    # An HTTPS URL to a .tar (extracted) or a single file (kept by name).
+    # An HTTPS URL to a .tar (extracted) or a single file (kept by name), and its sha256
+    # when known: checked before use. The CDN tars below have none recorded yet: every
+    # download logs the sha256 it got, to be copied here once checked. Hugging Face files
+    # are always checked against the Hub's own checksums.
     url: str | None = None
     sha256: str | None = None
     # Or a Hugging Face repo at a revision; allow_patterns limits the files.
@@ -42,6 +45,9 @@ class WeightsEntry:
     # A file every complete copy has at its top level: checked before a download is
     # moved into place, and on every use of an existing folder.
     marker: str = "model_index.json"
+    # Components named in model_index.json whose weights this entry does not carry: the
+    # engine takes them from another entry (models/completeness.py skips them).
+    borrowed: tuple[str, ...] = ()
 
 
 DIFFUSERS_FILES = ("*.json", "*.txt", "*.model", "**/*.safetensors", "**/*.json", "**/*.txt")
@@ -91,6 +97,7 @@ MANIFEST: dict[str, WeightsEntry] = {
                     allow_patterns=("*.json", "**/*.json", "**/*.txt", "unet/*.fp16.safetensors"),
                 ),
             ),
+            borrowed=("vae", "text_encoder_2"),
             licence="CreativeML Open RAIL++-M",
         ),
         WeightsEntry(
@@ -136,7 +143,9 @@ MANIFEST: dict[str, WeightsEntry] = {
         WeightsEntry("tiny-flux-dev", build="tiny-flux-guidance"),
         WeightsEntry("mid-flux-schnell", build="mid-flux"),
         WeightsEntry("tiny-sdxl", build="tiny-sdxl"),
-        WeightsEntry("tiny-sdxl-refiner", build="tiny-sdxl-refiner"),
+        WeightsEntry(
+            "tiny-sdxl-refiner", build="tiny-sdxl-refiner", borrowed=("vae", "text_encoder_2")
+        ),
         # Tiny checkers that flag nothing: tests build stricter ones themselves.
         WeightsEntry("tiny-safety-checker", build="tiny-compvis"),
         WeightsEntry("tiny-falcon-nsfw", build="tiny-falcon"),

@@ -1,5 +1,6 @@
 """Writing generated images to files in the format the user asked for."""
 
+import shutil
 import tempfile
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -50,7 +51,8 @@ def save_images(
     if len(indices) != len(images):
         raise ValueError(f"{len(images)} images but {len(indices)} indices")
 
-    if directory is None:
+    created = directory is None
+    if created:
         directory = Path(tempfile.mkdtemp(prefix="out-"))
     else:
         directory = Path(directory)
@@ -58,12 +60,17 @@ def save_images(
 
     # PIL's encoders release the GIL: several outputs encode at once.
     targets = [directory / f"out-{index}.{output_format}" for index in indices]
-    with ThreadPoolExecutor(max_workers=max(1, len(images))) as pool:
-        jobs = [
-            pool.submit(_save_one, image, path, output_format, output_quality)
-            for image, path in zip(images, targets, strict=True)
-        ]
-        paths = [job.result() for job in jobs]
+    try:
+        with ThreadPoolExecutor(max_workers=max(1, len(images))) as pool:
+            jobs = [
+                pool.submit(_save_one, image, path, output_format, output_quality)
+                for image, path in zip(images, targets, strict=True)
+            ]
+            paths = [job.result() for job in jobs]
+    except BaseException:
+        if created:  # nobody will ever see a half-written batch, nor remove it
+            shutil.rmtree(directory, ignore_errors=True)
+        raise
 
     quality = "lossless" if output_format == "png" else f"quality {output_quality}"
     log.info(f"Saved {len(paths)} image(s) as {output_format} ({quality}) in {directory}")

@@ -29,6 +29,9 @@ from models.specs import ModelSpec
 
 REFINE_MODES = ("no_refiner", "expert_ensemble_refiner", "base_image_refiner")
 MIN_SIDE, MAX_SIDE = 256, 2048
+# The base model's share of the steps with expert_ensemble_refiner: strictly between 0
+# and 1, each model needs some.
+HIGH_NOISE_FRAC = (0.01, 0.99)
 
 
 @dataclass(frozen=True)
@@ -87,15 +90,13 @@ def _refine_steps(inputs: SDXLInputs, steps: int, max_steps: int) -> int | None:
 
 
 def _check_ensemble(inputs: SDXLInputs) -> None:
-    # How steps split between base and refiner is checked exactly, with the request's
-    # scheduler, by SDXLEngine.check_ensemble_split; this only rejects the endpoints.
-    check_range("high_noise_frac", inputs.high_noise_frac, 0.0, 1.0)
-    if inputs.refine == "expert_ensemble_refiner" and not 0 < inputs.high_noise_frac < 1:
-        raise InputError(
-            f"high_noise_frac={inputs.high_noise_frac} leaves one of the two models no steps: "
-            "with expert_ensemble_refiner it is the share the base runs before the refiner "
-            "takes over. Use a value between 0 and 1, e.g. 0.8."
-        )
+    # At 0 or 1 one of the two models gets no step, so the schema allows this range
+    # only; how steps split is checked exactly, with the request's scheduler, by
+    # SDXLEngine.check_ensemble_split.
+    check_range("high_noise_frac", inputs.high_noise_frac, *HIGH_NOISE_FRAC)
+    changed = inputs.high_noise_frac != SDXLInputs.high_noise_frac
+    if inputs.refine != "expert_ensemble_refiner" and changed:
+        log.info(f"high_noise_frac is ignored with refine={inputs.refine}")
 
 
 def plan(spec: ModelSpec, inputs: SDXLInputs) -> SDXLJob:
@@ -105,6 +106,8 @@ def plan(spec: ModelSpec, inputs: SDXLInputs) -> SDXLJob:
     check_range("num_inference_steps", steps, 1, spec.max_steps)
     guidance = spec.guidance if inputs.guidance_scale is None else inputs.guidance_scale
     check_range("guidance_scale", guidance, 0.0, spec.max_guidance)
+    if inputs.negative_prompt and guidance <= 1:
+        log.info(f"negative_prompt is ignored: guidance_scale={guidance} turns guidance off")
     scheduler = inputs.scheduler or spec.scheduler
     check_choice("scheduler", scheduler, SCHEDULERS)
     check_choice("refine", inputs.refine, REFINE_MODES)

@@ -46,6 +46,13 @@ class Settings:
     hf_endpoint: str = "https://huggingface.co"
     civitai_endpoint: str = "https://civitai.com"
     replicate_endpoint: str = "https://replicate.com"
+    # Stopping (tools/server.py): how long running predictions may go on once the server
+    # is asked to stop, before they are cancelled.
+    shutdown_grace_s: float = 25.0
+    # Written by tools/server.py when the server is asked to stop; holds the time after
+    # which the worker cancels what is still running (models/shutdown.py). None: not run
+    # by tools/server.py, so nothing tells the worker.
+    drain_file: Path | None = None
 
 
 def _flag(value: str | None, default: bool) -> bool:
@@ -93,4 +100,6 @@ def load_settings() -> Settings:
         replicate_endpoint=(env.get("REPLICATE_WEB_ENDPOINT") or "https://replicate.com").rstrip(
             "/"
         ),
+        shutdown_grace_s=_number(env, "SHUTDOWN_GRACE_S", 25.0),
+        drain_file=Path(env["DRAIN_FILE"]) if env.get("DRAIN_FILE") else None,
     )

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import base64
 import io
+import os
+import re
 import subprocess
-import tarfile
 from contextlib import contextmanager
 from dataclasses import replace
 from pathlib import Path
@@ -18,11 +19,56 @@ from models.settings import REPO_ROOT, Settings, load_settings
 from tools.server import http_json, model_ref, running
 
 
+def _hermetic_environment() -> list[str]:
+    """Tests set their own environment: a variable from the shell that runs them
+    (MODEL_WEIGHTS, SAFETY_CHECKER, a Hugging Face token or endpoint...) must change
+    nothing, neither in this process nor in the servers it starts. Every name
+    models/settings.py reads is dropped, found in its source so none is forgotten."""
+    source = (REPO_ROOT / "models" / "settings.py").read_text()
+    names = set(re.findall(r'"([A-Z][A-Z0-9_]+)"', source))
+    names |= {name for name in os.environ if name.startswith(("HF_", "HUGGING"))}
+    for name in names:
+        os.environ.pop(name, None)
+    os.environ["no_proxy"] = os.environ["NO_PROXY"] = "*"  # only local servers, never a proxy
+    return sorted(names)
+
+
+DROPPED = _hermetic_environment()
+
+
 @pytest.fixture(scope="session")
 def settings() -> Settings:
     # Tiny builds are cached in the repo's weights/ folder across runs; tests never
     # download anything (only tiny `build` entries are resolved here).
     return replace(load_settings(), weights_dir=REPO_ROOT / "weights", device="cpu", model="")
+
+
+@contextmanager
+def _in_background(start):
+    state, httpd = start()
+    try:
+        yield state
+    finally:
+        httpd.shutdown()
+        httpd.server_close()
+
+
+@pytest.fixture
+def server():
+    """A local HTTP server for files in memory (tests/files_server.py)."""
+    from tests import files_server
+
+    with _in_background(files_server.start) as state:
+        yield state
+
+
+@pytest.fixture
+def hub():
+    """A local stand-in for the Hugging Face Hub (tests/fake_hub.py)."""
+    from tests import fake_hub
+
+    with _in_background(fake_hub.start) as state:
+        yield state
 
 
 def write_image(path: Path, size=(640, 480), mode="RGB", color=(200, 40, 40)) -> Path:
@@ -33,17 +79,6 @@ def write_image(path: Path, size=(640, 480), mode="RGB", color=(200, 40, 40)) ->
 def image_bytes(size=(64, 64), fmt="PNG", color=(10, 120, 200)) -> bytes:
     buf = io.BytesIO()
     Image.new("RGB", size, color).save(buf, format=fmt)
-    return buf.getvalue()
-
-
-def tar_bytes(members: dict[str, bytes], mode: str = "w") -> bytes:
-    """A tar archive (mode "w:gz" for .tar.gz) holding `members`, as bytes."""
-    buf = io.BytesIO()
-    with tarfile.open(fileobj=buf, mode=mode) as tar:
-        for name, data in members.items():
-            info = tarfile.TarInfo(name)
-            info.size = len(data)
-            tar.addfile(info, io.BytesIO(data))
     return buf.getvalue()
 
 

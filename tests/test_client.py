@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import base64
+import subprocess
 
 import pytest
 from PIL import Image
 
+from models.settings import REPO_ROOT
 from tests.conftest import image_bytes, script_predict, write_image
-from tools.client import parse_inputs, write_outputs
+from tools.client import error_message, parse_inputs, write_outputs
 
 SCHEMA = {
     "components": {
@@ -63,7 +65,8 @@ def test_inputs_are_typed_by_the_schema(tmp_path):
     [
         ("prompt", "expected format is 'name=value'"),
         ("colour=red", "Unknown input 'colour'"),
-        ("seed=four", "seed must be a integer"),
+        ("seed=four", "seed must be an integer"),
+        ("strength=lots", "strength must be a number"),
         ("fast=maybe", "fast must be true or false"),
         ("image=@/no/such/file.png", "Input file not found"),
     ],
@@ -80,7 +83,28 @@ def test_outputs_are_named_like_cog_predict(tmp_path):
         tmp_path / "output.1.webp",
     ]
     assert write_outputs(uri, tmp_path / "single") == [tmp_path / "single.webp"]
-    assert write_outputs([uri], tmp_path / "named.png") == [tmp_path / "named.0.png"]
+
+
+def test_outputs_keep_their_real_extension(tmp_path, capsys):
+    png = "data:image/png;base64," + base64.b64encode(image_bytes(fmt="PNG")).decode()
+    assert write_outputs([png], tmp_path / "sd.webp") == [tmp_path / "sd.0.png"]
+    assert "asked for .webp, but the output is PNG" in capsys.readouterr().err
+    with Image.open(tmp_path / "sd.0.png") as img:
+        assert img.format == "PNG"
+    assert write_outputs(png, tmp_path / "one.png") == [tmp_path / "one.png"]
+    assert capsys.readouterr().err == ""
+
+
+@pytest.mark.parametrize(
+    "error",
+    [
+        "Prediction failed: Prediction failed: InputError: mask was given without image",
+        "InputError: mask was given without image",
+        "mask was given without image",
+    ],
+)
+def test_errors_are_said_once(error):
+    assert error_message(error) == "mask was given without image"
 
 
 @pytest.mark.server
@@ -90,6 +114,37 @@ def test_script_predict_writes_a_1024_webp(tmp_path):
     with Image.open(tmp_path / "output.0.webp") as img:
         assert (img.format, img.size) == ("WEBP", (1024, 1024))
     assert "Written output to: output.0.webp" in result.stderr
+
+
+@pytest.mark.server
+def test_script_predict_creates_the_output_folder_and_says_errors_once(tmp_path):
+    result = script_predict(
+        tmp_path,
+        *("--model", "tiny-flux-schnell", "-o", "new/dir/cat.webp", "-i", "prompt=x"),
+        *("-i", "megapixels=0.25", "-i", "num_inference_steps=1", "-i", "output_format=png"),
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    with Image.open(tmp_path / "new" / "dir" / "cat.0.png") as img:
+        assert img.format == "PNG"
+    mask = write_image(tmp_path / "mask.png", size=(8, 8))
+    result = script_predict(
+        tmp_path, "--model", "tiny-flux-schnell", "-i", "prompt=x", "-i", f"mask=@{mask}"
+    )
+    assert result.returncode == 1
+    failed = [line for line in result.stderr.splitlines() if "Prediction failed" in line]
+    assert failed == [
+        "Prediction failed: mask was given without image: inpainting needs both. Send "
+        "`image` with `mask`, or leave out `mask`."
+    ]
+
+
+def test_script_predict_help_documents_file_inputs_and_names():
+    result = subprocess.run(
+        [REPO_ROOT / "script" / "predict", "--help"], capture_output=True, text=True, timeout=120
+    )
+    assert result.returncode == 0
+    assert "KEY=@FILE uploads a file" in result.stdout
+    assert "real type" in result.stdout
 
 
 @pytest.mark.server

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import re
 
 import cog
@@ -9,12 +10,13 @@ import pytest
 import yaml
 
 import predict
+from models.imaging import SUPPORTED_FORMATS
 from models.outputs import OUTPUT_FORMATS
 from models.settings import REPO_ROOT
 from models.sizes import ASPECT_RATIOS, MATCH_INPUT, MEGAPIXELS
 from models.specs import SPECS
 from tools.schema import openapi_schema
-from tools.select import cog_sdk_version, render, selected_model
+from tools.select import cog_sdk_version, render, selected_model, user_environment, write
 
 
 @pytest.mark.parametrize("name", sorted(SPECS))
@@ -22,19 +24,37 @@ def test_every_selectable_cog_yaml_points_at_an_existing_predictor(name):
     config = yaml.safe_load(render(name))
     build = config["build"]
     assert build["gpu"] is True
-    assert build["python_version"] in {"3.11", "3.12"}
+    # Every 3.12 has tarfile's filter="data"; "3.11" would not promise 3.11.4+.
+    assert build["python_version"] == "3.12"
     assert (REPO_ROOT / build["python_requirements"]).is_file()
     assert build["sdk_version"] == cog.__version__ == cog_sdk_version()
     module, _, cls_name = config["predict"].partition(":")
     assert module == "predict.py"
     cls = getattr(predict, cls_name)
     assert issubclass(cls, cog.BasePredictor) and callable(cls.predict)
-    assert config["environment"] == [f"MODEL_NAME={name}"]
+    assert config["environment"] == [f"MODEL_NAME={name}", "MALLOC_ARENA_MAX=1"]
     assert config["train"] == "train.py:train"  # one trainer for every variant
 
 
 def test_checked_in_cog_yaml_is_the_generated_one():
-    assert (REPO_ROOT / "cog.yaml").read_text() == render(selected_model())
+    cog_yaml = REPO_ROOT / "cog.yaml"
+    generated = render(selected_model(cog_yaml), environment=user_environment(cog_yaml))
+    assert cog_yaml.read_text() == generated
+
+
+def test_the_readmes_cog_yaml_additions_survive_script_select(tmp_path):
+    readme = (REPO_ROOT / "README.md").read_text()
+    additions = re.findall(r"add\s+`- ([A-Z_]+=[^`]*)` under `environment:`", readme)
+    assert {a.split("=")[0] for a in additions} == {"MODEL_WEIGHTS", "SAFETY_CHECKER"}
+    cog_yaml = tmp_path / "cog.yaml"
+    cog_yaml.write_text(
+        (REPO_ROOT / "cog.yaml").read_text() + "".join(f"  - {a}\n" for a in additions)
+    )
+    assert write("tiny-sdxl", cog_yaml) == additions
+    config = yaml.safe_load(cog_yaml.read_text())
+    assert config["environment"] == ["MODEL_NAME=tiny-sdxl", "MALLOC_ARENA_MAX=1", *additions]
+    assert config["predict"] == "predict.py:SDXLPredictor"
+    assert cog_yaml.read_text() == render("tiny-sdxl", environment=user_environment(cog_yaml))
 
 
 def test_runtime_packages_are_pinned():
@@ -79,6 +99,9 @@ def test_shared_choices_match_the_model_tables(cls_name):
     assert "seed" not in schema["required"] and "prompt" in schema["required"]
     for name in ("image", "mask"):
         assert props[name]["format"] == "uri" and props[name]["nullable"]
+    # The formats load_image opens, said the same way here and in the README.
+    assert SUPPORTED_FORMATS in props["image"]["description"]
+    assert SUPPORTED_FORMATS in (REPO_ROOT / "README.md").read_text()
 
 
 @pytest.mark.parametrize("name", sorted(SPECS))
@@ -100,3 +123,10 @@ def test_a_variant_served_by_another_class_fails_setup_with_the_fix(monkeypatch)
         predict.FluxDevPredictor().setup()
     message = str(err.value)
     assert "FluxSchnellPredictor" in message and "script/select tiny-flux-schnell" in message
+
+
+def test_tests_do_not_inherit_the_shells_settings():
+    from tests.conftest import DROPPED
+
+    assert {"MODEL_WEIGHTS", "SAFETY_CHECKER", "MODEL_NAME", "WEIGHTS_DIR"} <= set(DROPPED)
+    assert not set(DROPPED) & set(os.environ)

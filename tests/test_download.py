@@ -5,132 +5,16 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import random
-import re
-import threading
-import time
-from collections import Counter
-from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+import os
+import tarfile
 
 import pytest
 
 from models.download import DownloadError, download_url
-from tests.conftest import tar_bytes
+from tests.files_server import Server, make_tar, payload
 from tools.server import free_port
 
 CHUNK = 32 * 2**10
-
-
-@dataclass
-class Server:
-    base: str = ""
-    files: dict[str, bytes] = field(default_factory=dict)
-    ranges: bool = True
-    # Cut the first `cut_first` range answers longer than `cut_after` bytes after
-    # `cut_after` bytes, having promised the full Content-Length.
-    cut_after: int | None = None
-    cut_first: int = 0
-    cuts: int = 0
-    token: str | None = None  # when set, requests need "Authorization: Bearer <token>"
-    requests: Counter = field(default_factory=Counter)
-    range_requests: Counter = field(default_factory=Counter)
-    served: Counter = field(default_factory=Counter)
-    auth_by_host: list[tuple[str, str | None]] = field(default_factory=list)
-    lock: threading.Lock = field(default_factory=threading.Lock)
-
-    def url(self, path: str) -> str:
-        return self.base + path
-
-
-class Handler(BaseHTTPRequestHandler):
-    def log_message(self, *args):
-        pass
-
-    def do_HEAD(self):
-        self._serve(head=True)
-
-    def do_GET(self):
-        self._serve(head=False)
-
-    def _serve(self, head: bool) -> None:
-        st: Server = self.server.state
-        path, auth = self.path, self.headers.get("Authorization")
-        with st.lock:
-            st.requests[path] += 1
-            st.auth_by_host.append((self.headers["Host"], auth))
-        if path.startswith("/redirect/"):
-            port = self.server.server_address[1]
-            self.send_response(302)
-            self.send_header("Location", f"http://localhost:{port}/{path.split('/', 2)[2]}")
-            self.send_header("Content-Length", "0")
-            self.end_headers()
-            return
-        if st.token and auth != f"Bearer {st.token}":
-            self.send_error(401)
-            return
-        body = st.files.get(path)
-        if body is None:
-            self.send_error(404)
-            return
-        match = re.fullmatch(r"bytes=(\d+)-(\d*)", self.headers.get("Range", ""))
-        cut = False
-        if st.ranges and match:
-            start = int(match[1])
-            end = min(int(match[2] or len(body) - 1), len(body) - 1)
-            if start >= len(body):
-                self.send_error(416)
-                return
-            part = body[start : end + 1]
-            self.send_response(206)
-            self.send_header("Content-Range", f"bytes {start}-{end}/{len(body)}")
-            with st.lock:
-                st.range_requests[path] += 1
-                cut = st.cut_after is not None and len(part) > st.cut_after
-                cut = cut and st.cuts < st.cut_first
-                st.cuts += cut
-        else:
-            part = body
-            self.send_response(200)
-        if st.ranges:
-            self.send_header("Accept-Ranges", "bytes")
-        self.send_header("Content-Length", str(len(part)))
-        self.end_headers()
-        if head:
-            return
-        if cut:
-            time.sleep(0.05)  # a slow failure, so the other connections get going first
-            part = part[: st.cut_after]
-        self.wfile.write(part)  # HTTP/1.0: the connection closes after each answer
-        with st.lock:
-            st.served[path] += len(part)
-
-
-@pytest.fixture(autouse=True)
-def _no_proxy(monkeypatch):
-    monkeypatch.setenv("no_proxy", "*")
-
-
-class HTTPServer(ThreadingHTTPServer):
-    request_queue_size = 64  # 8 connections at once overflow the default 5: 1 s SYN retries
-
-
-@pytest.fixture
-def server():
-    state = Server()
-    httpd = HTTPServer(("127.0.0.1", 0), Handler)
-    httpd.state = state
-    state.base = f"http://127.0.0.1:{httpd.server_address[1]}"
-    thread = threading.Thread(target=httpd.serve_forever, args=(0.05,), daemon=True)
-    thread.start()
-    yield state
-    httpd.shutdown()
-    httpd.server_close()
-    thread.join()
-
-
-def payload(size: int = 300_000, seed: int = 0) -> bytes:
-    return random.Random(seed).randbytes(size)
 
 
 def fetch(server: Server, path: str, dest, **kwargs):
@@ -167,7 +51,7 @@ def test_tar_is_extracted(server, tmp_path, name, mode):
         "transformer/config.json": b"{}",
         "transformer/nested/weights.safetensors": payload(200_000, seed=1),
     }
-    server.files[f"/{name}"] = tar_bytes(members, mode)
+    server.files[f"/{name}"] = make_tar(members, mode)
     dest = tmp_path / "w"
     fetch(server, f"/{name}", dest)
     found = {p.relative_to(dest).as_posix(): p.read_bytes() for p in dest.rglob("*") if p.is_file()}
@@ -286,7 +170,7 @@ def test_unreachable_host(tmp_path):
 
 
 def test_unsafe_tar_member_is_refused(server, tmp_path):
-    server.files["/evil.tar"] = tar_bytes({"ok.txt": b"fine", "../escaped.txt": b"gotcha"})
+    server.files["/evil.tar"] = make_tar({"ok.txt": b"fine", "../escaped.txt": b"gotcha"})
     dest = tmp_path / "sub" / "w"
     with pytest.raises(DownloadError, match="unsafe"):
         fetch(server, "/evil.tar", dest)
@@ -305,3 +189,116 @@ def test_existing_dest_is_left_alone(server, tmp_path):
         fetch(server, "/model.bin", dest)
     assert [p.name for p in dest.iterdir()] == ["keep.txt"]
     assert server.requests["/model.bin"] == 0
+
+
+def test_interruption_keeps_what_was_fetched_and_says_so(server, tmp_path):
+    server.files["/model.bin"] = payload()
+    server.cut_after, server.cut_first = 1000, 2
+    dest = tmp_path / "w"
+    with pytest.raises(DownloadError) as err:
+        fetch(server, "/model.bin", dest, connections=4)
+    assert err.value.resumable
+    assert "kept in" in str(err.value) and "resumes it" in str(err.value)
+    assert staging(dest).is_dir()
+
+
+def test_same_size_new_etag_starts_over_instead_of_stitching(server, tmp_path):
+    old, new = payload(seed=1), payload(seed=2)  # same size, different bytes
+    server.files["/model.bin"] = old
+    server.cut_after, server.cut_first = 1000, 2
+    dest = tmp_path / "w"
+    with pytest.raises(DownloadError, match="interrupted"):
+        fetch(server, "/model.bin", dest, connections=4)
+    server.files["/model.bin"] = new
+    served_before = server.served["/model.bin"]
+    fetch(server, "/model.bin", dest, connections=4)
+    assert (dest / "model.bin").read_bytes() == new
+    assert server.served["/model.bin"] - served_before >= len(new)  # all of it again
+
+
+def test_a_file_replaced_during_the_download_is_refused(server, tmp_path):
+    old, new = payload(seed=1), payload(seed=2)
+    server.files["/model.bin"] = old
+    server.swap = ("/model.bin", 3, new)  # re-uploaded after the third range answer
+    dest = tmp_path / "w"
+    with pytest.raises(DownloadError, match="changed on the server") as err:
+        fetch(server, "/model.bin", dest, connections=2)
+    assert not err.value.resumable
+    assert not dest.exists() and not staging(dest).exists()
+    fetch(server, "/model.bin", dest, connections=2)
+    assert (dest / "model.bin").read_bytes() == new
+
+
+def test_without_etags_resume_still_checks_size(server, tmp_path):
+    server.etags = False
+    data = payload()
+    server.files["/model.bin"] = data
+    server.cut_after, server.cut_first = 1000, 2
+    dest = tmp_path / "w"
+    with pytest.raises(DownloadError):
+        fetch(server, "/model.bin", dest, connections=4)
+    fetch(server, "/model.bin", dest, connections=4)
+    assert (dest / "model.bin").read_bytes() == data
+
+
+def test_sha256_is_logged_when_there_is_none_to_check(server, tmp_path, caplog):
+    caplog.set_level(logging.INFO, logger="models")
+    data = payload()
+    server.files["/model.bin"] = data
+    fetch(server, "/model.bin", tmp_path / "w")
+    assert hashlib.sha256(data).hexdigest() in caplog.text
+
+
+def big_tar_members(count=6, size=600_000) -> dict[str, bytes]:
+    return {f"part-{i}.safetensors": payload(size, seed=i) for i in range(count)}
+
+
+def test_an_interrupted_extraction_resumes_without_downloading_again(server, tmp_path, monkeypatch):
+    members = big_tar_members()
+    server.files["/w.tar"] = make_tar(members)
+    dest = tmp_path / "w"
+    real_extract = tarfile.TarFile.extract
+    extracted = []
+
+    def killed_after_two(self, member, *args, **kwargs):
+        if len(extracted) == 2:
+            raise KeyboardInterrupt  # the process stopped here
+        extracted.append(member.name)
+        return real_extract(self, member, *args, **kwargs)
+
+    monkeypatch.setattr(tarfile.TarFile, "extract", killed_after_two)
+    with pytest.raises(KeyboardInterrupt):
+        fetch(server, "/w.tar", dest)
+    monkeypatch.setattr(tarfile.TarFile, "extract", real_extract)
+    served = server.served["/w.tar"]
+    fetch(server, "/w.tar", dest)
+    assert server.served["/w.tar"] == served  # nothing fetched again
+    assert {p.name: p.read_bytes() for p in dest.iterdir()} == members
+    assert [p.name for p in tmp_path.iterdir()] == ["w"]
+
+
+def test_a_tar_never_needs_twice_its_size_on_disk(tmp_path, monkeypatch):
+    from models import unpack
+
+    members = big_tar_members()
+    archive = tmp_path / "w.tar"
+    archive.write_bytes(make_tar(members))
+    into = tmp_path / "out"
+    peaks = []
+    real_release = unpack.release
+
+    def measured(fd, start, end):
+        freed = real_release(fd, start, end)
+        on_disk = os.stat(archive).st_blocks * 512
+        on_disk += sum(p.stat().st_size for p in into.rglob("*") if p.is_file())
+        peaks.append(on_disk)
+        return freed
+
+    monkeypatch.setattr(unpack, "release", measured)
+    unpack.unpack(archive, "w.tar", into, tmp_path / "progress.json")
+    total = sum(len(data) for data in members.values())
+    member = max(len(data) for data in members.values())
+    assert {p.name: p.read_bytes() for p in into.iterdir()} == members
+    assert len(peaks) == len(members)
+    assert max(peaks) < total + 2 * member  # not 2 x total
+    assert os.stat(archive).st_blocks * 512 < member  # the archive's space is given back

@@ -16,7 +16,7 @@ from safetensors.torch import save
 from models import lora_sources
 from models.errors import InputError
 from models.lora_sources import Hosts, Tokens, fetch_source, parse_source, pick_file
-from tests.conftest import tar_bytes
+from tests.files_server import make_tar
 from tools.hub import CivitaiModel, HfRepo, Hub
 
 LORA = save({"transformer.x.lora_A.weight": torch.ones(2, 4)}, metadata={"k": "v"})
@@ -135,7 +135,7 @@ def test_archives_give_their_lora_and_the_choice_is_logged(hub, hosts, tmp_path,
     data = (
         zip_of(members)
         if archive == "zip"
-        else tar_bytes(members, "w:gz" if "gz" in archive else "w")
+        else make_tar(members, "w:gz" if "gz" in archive else "w")
     )
     # The name says nothing (Replicate's _weights, CivitAI ids): the bytes decide.
     url = hub.add_file(f"archives/weights-{archive.replace('.', '-')}", data)
@@ -146,7 +146,7 @@ def test_archives_give_their_lora_and_the_choice_is_logged(hub, hosts, tmp_path,
 
 
 def test_data_uri_of_a_file_or_an_archive(hosts, tmp_path):
-    for payload in (LORA, tar_bytes({"lora.safetensors": LORA})):
+    for payload in (LORA, make_tar({"lora.safetensors": LORA})):
         uri = "data:application/x-tar;base64," + base64.b64encode(payload).decode()
         target = tmp_path / str(len(payload))
         target.mkdir()
@@ -160,7 +160,7 @@ def test_local_file_folder_and_archive_are_read_and_never_moved(hosts, tmp_path)
     (folder / "sub").mkdir(parents=True)
     (folder / "sub" / "lora.safetensors").write_bytes(LORA)
     archive = tmp_path / "trained.tar"
-    archive.write_bytes(tar_bytes({"lora.safetensors": LORA}))
+    archive.write_bytes(make_tar({"lora.safetensors": LORA}))
     for i, source in enumerate((file, folder, archive)):
         (tmp_path / f"t{i}").mkdir()
         assert fetch(str(source), tmp_path / f"t{i}", hosts) == LORA
@@ -230,8 +230,8 @@ def test_civitai_page_download_link_token_and_redirect(hub, hosts, tmp_path, cap
 
 
 def test_replicate_model_and_version_weights(hub, hosts, tmp_path):
-    hub.replicate["owner/model"] = tar_bytes({"output/flux_train_replicate/lora.safetensors": LORA})
-    hub.replicate["owner/model/v1"] = tar_bytes({"lora.safetensors": LORA})
+    hub.replicate["owner/model"] = make_tar({"output/flux_train_replicate/lora.safetensors": LORA})
+    hub.replicate["owner/model/v1"] = make_tar({"lora.safetensors": LORA})
     assert fetch("owner/model", tmp_path, hosts) == LORA
     assert fetch("replicate.com/owner/model/versions/v1", tmp_path, hosts) == LORA
     with pytest.raises(InputError, match="trained on Replicate"):

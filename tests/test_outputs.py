@@ -1,9 +1,11 @@
+import tempfile
+
 import numpy as np
 import pytest
 from PIL import Image
 
 from models.errors import InputError
-from models.outputs import OUTPUT_FORMATS, save_images
+from models.outputs import save_images
 
 
 def noise(seed=0, size=(64, 48)):
@@ -25,7 +27,6 @@ def test_formats_and_names(tmp_path, output_format, pil_format):
 
 
 def test_default_is_webp():
-    assert OUTPUT_FORMATS == ("webp", "jpg", "png")
     (path,) = save_images([noise()])
     assert path.name == "out-0.webp"
 
@@ -94,3 +95,11 @@ def test_quality_out_of_range(tmp_path, quality):
 
 def test_empty_list(tmp_path):
     assert save_images([], directory=tmp_path) == []
+
+
+def test_a_failed_save_leaves_no_folder_behind(tmp_path, monkeypatch):
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
+    cmyk = noise().convert("CMYK")  # PNG cannot hold CMYK: the second image fails
+    with pytest.raises(OSError):
+        save_images([noise(), cmyk], output_format="png")
+    assert list(tmp_path.iterdir()) == []

@@ -2,11 +2,6 @@
 
 from __future__ import annotations
 
-import functools
-import http.server
-import io
-import tarfile
-import threading
 from dataclasses import replace
 
 import pytest
@@ -14,11 +9,13 @@ import pytest
 from models import manifest, resolver, tiny
 from models.errors import WeightsError
 from models.manifest import Source, WeightsEntry
+from tests.files_server import diffusers_folder, make_tar, safetensors_file, sha256
 from tools.server import free_port
 
 
 @pytest.fixture
-def weights_settings(settings, tmp_path):
+def weights_settings(settings, tmp_path, monkeypatch):
+    monkeypatch.setattr(resolver, "RESUME_PAUSE_S", 0.0)
     return replace(settings, weights_dir=tmp_path / "weights")
 
 
@@ -33,18 +30,16 @@ def entries(monkeypatch):
     return add
 
 
-@pytest.fixture
-def file_server(tmp_path):
-    """A static HTTP server on 127.0.0.1 serving tmp_path/served."""
-    root = tmp_path / "served"
-    root.mkdir()
-    handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=root)
-    handler.log_message = lambda *args: None
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    yield root, f"http://127.0.0.1:{server.server_port}"
-    server.shutdown()
-    server.server_close()
+def serve_tar(server, path: str, files: dict[str, bytes], **kw) -> Source:
+    """Serve a tar of `files` at `path`; the Source for it, with its sha256."""
+    data = make_tar(files, links=kw.pop("links", None))
+    server.files[path] = data
+    return Source(url=server.url(path), sha256=sha256(data), **kw)
+
+
+def in_weights_dir(folder) -> list[str]:
+    """What is in a weights folder besides the resolver's lock files."""
+    return sorted(p.name for p in folder.iterdir() if p.name != ".locks")
 
 
 def _dead_url() -> str:
@@ -68,7 +63,25 @@ def test_build_entry_is_built_once_and_rebuilt_when_stale(entries, weights_setti
     resolver.resolve(name, weights_settings)
     assert len(calls) == 2
     # Nothing half-built is left next to the result.
-    assert sorted(p.name for p in folder.parent.iterdir()) == ["fake-model"]
+    assert in_weights_dir(folder.parent) == ["fake-model"]
+
+
+def test_a_damaged_build_is_rebuilt(entries, weights_settings, monkeypatch):
+    calls = []
+
+    def builder(dest):
+        calls.append(dest)
+        (dest / "model_index.json").write_text('{"unet": ["diffusers", "U"]}')
+        (dest / "unet").mkdir()
+        (dest / "unet" / "config.json").write_text("{}")
+        (dest / "unet" / "model.safetensors").write_bytes(safetensors_file())
+
+    monkeypatch.setitem(tiny.BUILDERS, "fake", builder)
+    name = entries(WeightsEntry("built-model", build="fake"))
+    weights = resolver.resolve(name, weights_settings) / "unet" / "model.safetensors"
+    weights.write_bytes(weights.read_bytes()[:100])  # truncated, e.g. a full disk
+    assert resolver.resolve(name, weights_settings) and len(calls) == 2
+    assert weights.read_bytes() == safetensors_file()
 
 
 def test_tiny_variant_builds_a_real_diffusers_folder(settings):
@@ -85,48 +98,24 @@ def test_existing_folder_wins_without_network(entries, weights_settings):
     assert resolver.resolve(name, weights_settings) == target
 
 
-def make_tar(path, files: dict[str, bytes], links: dict[str, str] | None = None) -> None:
-    with tarfile.open(path, mode="w") as tar:
-        for name, payload in files.items():
-            info = tarfile.TarInfo(name)
-            info.size = len(payload)
-            tar.addfile(info, io.BytesIO(payload))
-        for name, points_to in (links or {}).items():
-            info = tarfile.TarInfo(name)
-            info.type, info.linkname = tarfile.SYMTYPE, points_to
-            tar.addfile(info)
-
-
-def test_downloads_a_tar_from_the_first_working_source(entries, weights_settings, file_server):
-    root, base = file_server
-    payload = b'{"_class_name": "FluxPipeline"}'
-    make_tar(root / "model.tar", {"model_index.json": payload})
-    name = entries(
-        WeightsEntry(
-            "served-model",
-            sources=(Source(url=f"{base}/missing.tar"), Source(url=f"{base}/model.tar")),
-        )
-    )
+def test_downloads_a_tar_from_the_first_working_source(entries, weights_settings, server):
+    files = diffusers_folder()
+    sources = (Source(url=server.url("/missing.tar")), serve_tar(server, "/model.tar", files))
+    name = entries(WeightsEntry("served-model", sources=sources))
     folder = resolver.resolve(name, weights_settings)
-    assert (folder / "model_index.json").read_bytes() == payload
+    assert {p: (folder / p).read_bytes() for p in files} == files
 
 
-def test_every_source_failing_names_the_variant_sources_and_fix(
-    entries, weights_settings, file_server
-):
-    _, base = file_server
+def test_every_source_failing_names_the_variant_sources_and_fix(entries, weights_settings, server):
     dead = _dead_url()
+    missing = server.url("/nothing.tar")
     name = entries(
-        WeightsEntry(
-            "gated-model",
-            sources=(Source(url=f"{base}/nothing.tar"), Source(url=dead)),
-            gated=True,
-        )
+        WeightsEntry("gated-model", sources=(Source(url=missing), Source(url=dead)), gated=True)
     )
     with pytest.raises(WeightsError) as err:
         resolver.resolve(name, weights_settings)
     message = str(err.value)
-    for part in ("gated-model", f"{base}/nothing.tar", "404", dead, "HF_TOKEN"):
+    for part in ("gated-model", missing, "404", dead, "HF_TOKEN"):
         assert part in message, part
     assert "script/download-weights gated-model" in message
     assert not (weights_settings.weights_dir / name).exists()
@@ -145,35 +134,33 @@ def test_cli_resolves_every_entry_of_a_variant(monkeypatch, capsys):
     assert seen == ["tiny-flux-dev", "tiny-safety-checker", "tiny-falcon-nsfw"]
 
 
-def test_weights_in_a_subfolder_of_the_tar_are_picked(entries, weights_settings, file_server):
-    root, base = file_server
-    make_tar(root / "dev.tar", {"FLUX.1-dev/model_index.json": b"{}", "FLUX.1-dev/vae/x": b"v"})
-    source = Source(url=f"{base}/dev.tar", subdir="FLUX.1-dev")
+def test_weights_in_a_subfolder_of_the_tar_are_picked(entries, weights_settings, server):
+    files = diffusers_folder("FLUX.1-dev/")
+    source = serve_tar(server, "/dev.tar", files, subdir="FLUX.1-dev")
     name = entries(WeightsEntry("nested-model", sources=(source,)))
     folder = resolver.resolve(name, weights_settings)
-    assert (folder / "model_index.json").is_file() and (folder / "vae" / "x").read_bytes() == b"v"
-    assert sorted(p.name for p in folder.parent.iterdir()) == ["nested-model"]
+    unet = "unet/diffusion_pytorch_model.safetensors"
+    assert (folder / unet).read_bytes() == files[f"FLUX.1-dev/{unet}"]
+    assert in_weights_dir(folder.parent) == ["nested-model"]
 
 
-def test_hugging_face_cache_layout_is_materialised(entries, weights_settings, file_server):
-    root, base = file_server
+def test_hugging_face_cache_layout_is_materialised(entries, weights_settings, server):
     snapshot = "models--Org--clf/snapshots/abc123"
-    make_tar(
-        root / "cache.tar",
-        {"models--Org--clf/blobs/f00d": b'{"id2label": {}}'},
-        links={f"{snapshot}/config.json": "../../blobs/f00d"},
+    blobs = {"models--Org--clf/blobs/f00d": b'{"id2label": {}}'}
+    blobs["models--Org--clf/blobs/beef"] = safetensors_file()
+    links = {f"{snapshot}/config.json": "../../blobs/f00d"}
+    links[f"{snapshot}/model.safetensors"] = "../../blobs/beef"
+    source = serve_tar(
+        server, "/cache.tar", blobs, links=links, subdir="models--Org--clf/snapshots/*"
     )
-    source = Source(url=f"{base}/cache.tar", subdir="models--Org--clf/snapshots/*")
     name = entries(WeightsEntry("cached-model", sources=(source,), marker="config.json"))
     config = resolver.resolve(name, weights_settings) / "config.json"
     assert not config.is_symlink() and config.read_bytes() == b'{"id2label": {}}'
 
 
-def test_a_download_without_the_marker_falls_through(entries, weights_settings, file_server):
-    root, base = file_server
-    make_tar(root / "wrong.tar", {"something/else.json": b"{}"})
-    make_tar(root / "right.tar", {"model_index.json": b"{}"})
-    sources = (Source(url=f"{base}/wrong.tar"), Source(url=f"{base}/right.tar"))
+def test_a_download_without_the_marker_falls_through(entries, weights_settings, server):
+    wrong = serve_tar(server, "/wrong.tar", {"something/else.json": b"{}"})
+    sources = (wrong, serve_tar(server, "/right.tar", diffusers_folder()))
     name = entries(WeightsEntry("layout-model", sources=sources))
     folder = resolver.resolve(name, weights_settings)
     assert (folder / "model_index.json").is_file() and not (folder / "something").exists()

@@ -10,6 +10,7 @@ import cog
 import pytest
 from cog import BasePredictor, BaseRunner, Input, Path, Secret
 
+from tools import server
 from tools.schema import SchemaError, load_target, main, openapi_schema, to_json, write_schema
 from tools.server import http_json, running
 
@@ -390,7 +391,7 @@ def test_coglet_validates_against_our_schema(toy_project, tmp_path):
         assert served == json.loads((toy_project / ".cog/openapi_schema.json").read_text())
 
         def predict(**values):
-            return http_json("POST", url + "/predictions", {"input": values})
+            return server.predict(url, values)
 
         assert _rejected_field(*predict(prompt="a", steps="four")) == "steps"
         assert _rejected_field(*predict(prompt="a", strength=1.5)) == "strength"

@@ -16,7 +16,15 @@ from models import common
 from models.errors import InputError, WeightsError
 from models.lora_sources import Tokens
 from models.resolver import resolve
-from models.sdxl import MAX_SIDE, MIN_SIDE, REFINE_MODES, SDXLInputs, SDXLModel, plan
+from models.sdxl import (
+    HIGH_NOISE_FRAC,
+    MAX_SIDE,
+    MIN_SIDE,
+    REFINE_MODES,
+    SDXLInputs,
+    SDXLModel,
+    plan,
+)
 from models.sdxl_engine import SCHEDULERS, make_scheduler
 from models.specs import get_spec
 from tests.conftest import assert_plan_rejects, write_image
@@ -114,12 +122,10 @@ def test_every_scheduler_runs(sdxl, name):
     assert sizes(paths) == [(256, 256)]
 
 
-def test_scheduler_table_builds_the_named_classes(sdxl):
+def test_karras_dpm_is_dpm_with_karras_sigmas(sdxl):
     config = sdxl.engine.pipes["txt2img"].scheduler.config
-    built = {name: make_scheduler(name, config) for name in SCHEDULERS}
-    assert {n: type(s).__name__ for n, s in built.items()} == {
-        n: cls for n, (cls, _) in SCHEDULERS.items()
-    }
+    built = {name: make_scheduler(name, config) for name in ("KarrasDPM", "DPMSolverMultistep")}
+    assert type(built["KarrasDPM"]) is type(built["DPMSolverMultistep"])
     assert built["KarrasDPM"].config.use_karras_sigmas is True
     assert built["DPMSolverMultistep"].config.use_karras_sigmas is False
 
@@ -226,6 +232,7 @@ def test_refine_steps_drive_base_image_refiner_only(sdxl, caplog):
         (dict(guidance_scale=21), ["guidance_scale"]),
         (dict(num_inference_steps=101), ["num_inference_steps"]),
         (dict(refine="expert_ensemble_refiner", high_noise_frac=1.0), ["high_noise_frac"]),
+        (dict(high_noise_frac=0.0), ["high_noise_frac", "0.01", "0.99"]),
         (dict(refine="base_image_refiner", refine_steps=3), ["refine_steps"]),
         (dict(refine_steps=101), ["refine_steps"]),
     ],
@@ -307,7 +314,26 @@ def test_predictor_schema_agrees_with_the_model():
     assert props["scheduler"]["default"] == spec.scheduler  # steps, guidance: test_cog_config
     for side in ("width", "height"):
         assert (props[side]["minimum"], props[side]["maximum"]) == (MIN_SIDE, MAX_SIDE)
+    frac = props["high_noise_frac"]
+    assert (frac["minimum"], frac["maximum"]) == HIGH_NOISE_FRAC
     assert "2048x2048" in props["image"]["description"]
+
+
+@pytest.mark.parametrize(
+    "inputs, line",
+    [
+        (dict(negative_prompt="blurry", guidance_scale=1.0), "negative_prompt is ignored"),
+        (dict(high_noise_frac=0.5), "high_noise_frac is ignored with refine=no_refiner"),
+    ],
+)
+def test_ignored_inputs_are_logged(sdxl, caplog, inputs, line):
+    with caplog.at_level(logging.INFO, logger="models"):
+        plan(sdxl.spec, SDXLInputs(prompt="x", **inputs))
+    assert line in caplog.text
+    caplog.clear()
+    with caplog.at_level(logging.INFO, logger="models"):
+        plan(sdxl.spec, SDXLInputs(prompt="x", negative_prompt="blurry"))
+    assert "ignored" not in caplog.text
 
 
 def test_predictor_serves_tiny_sdxl_and_casts_integers(monkeypatch):

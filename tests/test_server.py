@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import tempfile
 
 import pytest
 from PIL import Image
@@ -114,3 +115,17 @@ def test_failures_name_the_input_and_the_server_keeps_serving(server, inputs, wo
     assert_still_serving(server)
     status, body = run(server, prompt="x", megapixels="0.25", num_inference_steps=1)
     assert body["status"] == "succeeded", body
+
+
+def test_a_failed_url_input_leaves_no_temporary_file(tmp_path, monkeypatch):
+    from cog.types import URLFile, URLPath
+
+    import cog_fixes  # noqa: F401  (what predict.py applies)
+    from tools.server import free_port
+
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
+    url = f"http://127.0.0.1:{free_port()}/photo.png"  # nothing listens there
+    path = URLPath(source=url, filename="photo.png", fileobj=URLFile(url))
+    with pytest.raises(OSError):
+        path.convert()
+    assert list(tmp_path.iterdir()) == []

@@ -36,8 +36,6 @@ def logs(caplog):
 
 def test_table_is_exact_and_ordered():
     assert list(ASPECT_RATIOS.items()) == list(TABLE.items())
-    assert MEGAPIXELS == ("1", "0.25")
-    assert MATCH_INPUT == "match_input"
     assert MAX_SIDE == 1440
 
 

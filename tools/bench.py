@@ -149,7 +149,9 @@ def bench_training(model: str, *, resolution: int, steps: int) -> dict:
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("models", nargs="*", default=["tiny-flux-schnell", "mid-flux-schnell"])
+    parser.add_argument(
+        "models", nargs="*", help="default: tiny-flux-schnell and mid-flux-schnell (soak: tiny)"
+    )
     parser.add_argument("--megapixels", default="0.25", choices=["1", "0.25"])
     parser.add_argument("--steps", type=int, help="default: the variant's default")
     parser.add_argument("--runs", type=int, default=3)
@@ -183,8 +185,20 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--train", action="store_true", help="LoRA training figures instead")
     parser.add_argument("--train-resolution", type=int, default=512)
     parser.add_argument("--train-steps", type=int, default=5)
+    parser.add_argument(
+        "--soak",
+        type=int,
+        metavar="N",
+        help="instead: N varied requests through one server, printing RSS and disk growth",
+    )
     args = parser.parse_args(argv)
-    for model in args.models:
+    if args.soak:
+        from tools.soak import soak
+
+        for model in args.models or ["tiny-flux-schnell"]:
+            print(json.dumps(soak(model, args.soak)), flush=True)
+        return
+    for model in args.models or ["tiny-flux-schnell", "mid-flux-schnell"]:
         print(f"Benchmarking {model}...", file=sys.stderr)
         if args.train:
             result = bench_training(model, resolution=args.train_resolution, steps=args.train_steps)

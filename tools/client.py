@@ -1,8 +1,12 @@
 """`script/predict`: one prediction through the real Cog server, like `cog predict`.
 
-Same flags and output names as `cog predict`: `-i key=value` (repeatable,
-`@file` uploads a file), `-o PATH`; a single output is written to `output.<ext>`,
-a list to `output.0.<ext>`, `output.1.<ext>`...
+Flags as in `cog predict`: `-i key=value` (repeatable; `-i image=@photo.jpg` uploads a
+file) and `-o PATH`.
+
+Output names: a list of files is written as PATH.0.EXT, PATH.1.EXT..., a single file as
+PATH.EXT (PATH defaults to "output"). EXT is always the file's real type (webp, jpg,
+png), whatever extension PATH has: `-o cat.webp -i output_format=png` writes cat.0.png,
+and says so. A folder in PATH is created before the prediction runs.
 """
 
 from __future__ import annotations
@@ -42,7 +46,8 @@ def _convert(name: str, raw: str, kind: str):
         if kind == "number":
             return float(raw)
     except ValueError:
-        raise SystemExit(f"-i {name}={raw}: {name} must be a {kind}") from None
+        article = "an" if kind[0] in "aeiou" else "a"
+        raise SystemExit(f"-i {name}={raw}: {name} must be {article} {kind}") from None
     if kind == "boolean":
         if raw.lower() not in _TRUE | _FALSE:
             raise SystemExit(f"-i {name}={raw}: {name} must be true or false")
@@ -73,43 +78,83 @@ def parse_inputs(pairs: list[str], schema: dict) -> dict:
     return inputs
 
 
-def _write_data_uri(uri: str, dest: Path, *, add_extension: bool) -> Path:
+_EXTENSIONS = {"image/webp": ".webp", "image/jpeg": ".jpg", "image/png": ".png"}
+_KNOWN_SUFFIXES = {".jpeg", *_EXTENSIONS.values()}
+
+
+def _write_data_uri(uri: str, dest: Path) -> Path:
+    """Write a data: URI to `dest` with the extension of its real type."""
     header, _, payload = uri.partition(",")
-    if add_extension:
-        mime = header.removeprefix("data:").split(";")[0]
-        ext = {"image/webp": ".webp", "image/jpeg": ".jpg", "image/png": ".png"}.get(mime)
-        dest = dest.with_name(dest.name + (ext or mimetypes.guess_extension(mime) or ""))
-    dest.write_bytes(base64.b64decode(payload))
-    return dest
+    mime = header.removeprefix("data:").split(";")[0]
+    ext = _EXTENSIONS.get(mime) or mimetypes.guess_extension(mime) or ""
+    path = dest.with_name(dest.name + ext)
+    path.write_bytes(base64.b64decode(payload))
+    return path
 
 
 def write_outputs(output, dest: Path) -> list[Path]:
-    """cog predict's naming: a list becomes <stem>.<i><ext>; no extension given, the
-    file type's is added."""
-    add = not dest.suffix
+    """cog predict's naming (module docstring): <stem>.<i><real ext> for a list,
+    <stem><real ext> for one file, where <stem> is `dest` without its extension."""
+    stem = dest.with_suffix("") if dest.suffix.lower() in _KNOWN_SUFFIXES else dest
     if isinstance(output, list):
-        return [
-            _write_data_uri(
-                item, dest.with_name(f"{dest.stem}.{i}{dest.suffix}"), add_extension=add
-            )
-            for i, item in enumerate(output)
-        ]
-    if isinstance(output, str) and output.startswith("data:"):
-        return [_write_data_uri(output, dest, add_extension=add)]
-    print(output)
-    return []
+        paths = [_write_data_uri(item, stem.with_name(f"{stem.name}.{i}"))
+                 for i, item in enumerate(output)]  # fmt: skip
+    elif isinstance(output, str) and output.startswith("data:"):
+        paths = [_write_data_uri(output, stem)]
+    else:
+        print(output)
+        return []
+    if stem != dest and any(p.suffix != dest.suffix for p in paths):
+        print(
+            f"-o {dest} asked for {dest.suffix}, but the output is "
+            f"{paths[0].suffix.lstrip('.').upper()}: named by its real type.",
+            file=sys.stderr,
+        )
+    return paths
+
+
+def error_message(error) -> str:
+    """coglet wraps a predictor's error as "Prediction failed: Prediction failed:
+    InputError: <message>": the message, once."""
+    text = str(error)
+    while text.startswith("Prediction failed: "):
+        text = text.removeprefix("Prediction failed: ")
+    name, sep, rest = text.partition(": ")
+    if sep and name.isidentifier() and name.endswith(("Error", "Exception")):
+        text = rest
+    return text
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(
+        prog="script/predict",
+        description=__doc__.split("\n\n", 1)[0],
+        epilog=__doc__.split("\n\n", 1)[1],
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     parser.add_argument("--model", choices=sorted(SPECS), help="default: the one in cog.yaml")
-    parser.add_argument("-i", "--input", action="append", default=[], metavar="KEY=VALUE")
-    parser.add_argument("-o", "--output", default="output", help="output path (default: output)")
+    parser.add_argument(
+        "-i",
+        "--input",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="an input, repeatable: -i prompt='a cat' -i seed=1; KEY=@FILE uploads a file",
+    )
+    parser.add_argument(
+        "-o", "--output", default="output", help="output path, see below (default: output)"
+    )
     args = parser.parse_args(argv)
+    output = Path(args.output)
+    try:  # before the prediction runs, not after, when its result would be lost
+        output.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        raise SystemExit(f"-o {output}: cannot create {output.parent} ({err.strerror}).") from None
     model = args.model or selected_model()
     ref, env = model_ref(model)
     print(f"Starting the Cog server for {model}...", file=sys.stderr)
-    with running(ref, env=env) as url:
+    # The server exists for this one request: after Ctrl-C nobody waits for its result.
+    with running(ref, env=env, grace_s=0) as url:
         _, schema = http_json("GET", f"{url}/openapi.json")
         inputs = parse_inputs(args.input, schema)
         print(f"Running prediction with {sorted(inputs)}", file=sys.stderr)
@@ -122,12 +167,16 @@ def main(argv: list[str] | None = None) -> int:
             print(f"Invalid input {field}: {detail.get('msg')}", file=sys.stderr)
         return 1
     if body.get("status") != "succeeded":
-        print(f"Prediction failed: {body.get('error')}", file=sys.stderr)
+        print(f"Prediction failed: {error_message(body.get('error'))}", file=sys.stderr)
         return 1
-    for path in write_outputs(body.get("output"), Path(args.output)):
+    for path in write_outputs(body.get("output"), output):
         print(f"Written output to: {path}", file=sys.stderr)
     return 0
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    try:
+        sys.exit(main())
+    except KeyboardInterrupt:
+        print("Interrupted: the prediction was cancelled.", file=sys.stderr)
+        sys.exit(130)
