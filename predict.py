@@ -5,6 +5,7 @@ literal (no computed choices) because `cog build` reads this file statically;
 tests/test_cog_config.py checks they agree with models/.
 """
 
+import typing
 from typing import Optional
 
 from cog import BasePredictor, CancelationException, Input, Path, Secret
@@ -185,16 +186,10 @@ def _load(predictor: BasePredictor, default_model: str):
     return FAMILIES[spec.family](spec, settings)
 
 
-# JSON Schema counts 4.0 as an integer, and coglet passes it on unconverted.
-_INTEGER_INPUTS = (
-    "num_outputs",
-    "num_inference_steps",
-    "seed",
-    "output_quality",
-    "width",
-    "height",
-    "refine_steps",
-)
+def _integer_fields(inputs_cls) -> set[str]:
+    """The inputs typed int (or int | None) in the plain inputs dataclass."""
+    hints = typing.get_type_hints(inputs_cls)
+    return {name for name, hint in hints.items() if int in (hint, *typing.get_args(hint))}
 
 
 def _inputs(inputs_cls, arguments: dict):
@@ -203,7 +198,8 @@ def _inputs(inputs_cls, arguments: dict):
     for name, value in values.items():
         if isinstance(value, Secret):
             values[name] = value.get_secret_value() or None
-    for name in _INTEGER_INPUTS:
+    # JSON Schema counts 4.0 as an integer, and coglet passes it on unconverted.
+    for name in _integer_fields(inputs_cls):
         if values.get(name) is not None:
             values[name] = int(values[name])
     return inputs_cls(**values)

@@ -22,12 +22,35 @@ from models.errors import InputError, check_choice, check_range
 from models.log import log
 from models.lora import LoraInputs
 from models.resolver import resolve
-from models.sdxl_engine import REFINER_STRENGTH, SCHEDULERS, SDXLEngine, load_components
+from models.sdxl_engine import SDXLEngine, load_components
 from models.settings import Settings
 from models.sizes import MATCH_INPUT, round_to_multiple
 from models.specs import ModelSpec
 
 REFINE_MODES = ("no_refiner", "expert_ensemble_refiner", "base_image_refiner")
+# base_image_refiner re-noises the base's output this much and runs that share of
+# refine_steps (diffusers' img2img default, which cog-sdxl uses too).
+REFINER_STRENGTH = 0.3
+
+
+@dataclass(frozen=True)
+class SchedulerChoice:
+    """A `scheduler` input's diffusers class, and its overrides of the weights' config."""
+
+    class_name: str
+    overrides: tuple[tuple[str, object], ...] = ()
+
+
+SCHEDULERS: dict[str, SchedulerChoice] = {
+    "DDIM": SchedulerChoice("DDIMScheduler"),
+    "DPMSolverMultistep": SchedulerChoice("DPMSolverMultistepScheduler"),
+    "HeunDiscrete": SchedulerChoice("HeunDiscreteScheduler"),
+    "KarrasDPM": SchedulerChoice("DPMSolverMultistepScheduler", (("use_karras_sigmas", True),)),
+    "K_EULER_ANCESTRAL": SchedulerChoice("EulerAncestralDiscreteScheduler"),
+    "K_EULER": SchedulerChoice("EulerDiscreteScheduler"),
+    # Without skip_prk_steps, PNDM's Runge-Kutta warm-up needs more than 3 steps.
+    "PNDM": SchedulerChoice("PNDMScheduler", (("skip_prk_steps", True),)),
+}
 MIN_SIDE, MAX_SIDE = 256, 2048
 # The base model's share of the steps with expert_ensemble_refiner: strictly between 0
 # and 1, each model needs some.
@@ -64,11 +87,13 @@ class SDXLJob(requests.Job):
     """The shared fields plus SDXL's: negative prompt, scheduler and refiner choices."""
 
     negative_prompt: str | None
-    scheduler: str
+    scheduler: str  # the input's name, for logs
+    scheduler_choice: SchedulerChoice
     refine: str = "no_refiner"
     high_noise_frac: float = 0.8
     # The refiner's num_inference_steps for base_image_refiner; None otherwise.
     refine_steps: int | None = None
+    refiner_strength: float = REFINER_STRENGTH
 
 
 def _refine_steps(inputs: SDXLInputs, steps: int, max_steps: int) -> int | None:
@@ -145,6 +170,7 @@ def plan(spec: ModelSpec, inputs: SDXLInputs) -> SDXLJob:
         guidance=guidance,
         seed=requests.resolve_seed(inputs.seed),
         scheduler=scheduler,
+        scheduler_choice=SCHEDULERS[scheduler],
         refine=inputs.refine,
         high_noise_frac=inputs.high_noise_frac,
         refine_steps=refine_steps,

@@ -24,31 +24,17 @@ from models.requests import seeded_generator
 from models.specs import ModelSpec
 
 if TYPE_CHECKING:
-    from models.sdxl import SDXLJob
+    from models.sdxl import SchedulerChoice, SDXLJob
 
-# Input name -> diffusers scheduler class and overrides of the weights' scheduler config.
-SCHEDULERS: dict[str, tuple[str, dict]] = {
-    "DDIM": ("DDIMScheduler", {}),
-    "DPMSolverMultistep": ("DPMSolverMultistepScheduler", {}),
-    "HeunDiscrete": ("HeunDiscreteScheduler", {}),
-    "KarrasDPM": ("DPMSolverMultistepScheduler", {"use_karras_sigmas": True}),
-    "K_EULER_ANCESTRAL": ("EulerAncestralDiscreteScheduler", {}),
-    "K_EULER": ("EulerDiscreteScheduler", {}),
-    # Without skip_prk_steps, PNDM's Runge-Kutta warm-up needs more than 3 steps.
-    "PNDM": ("PNDMScheduler", {"skip_prk_steps": True}),
-}
-# base_image_refiner re-noises the base's output this much and runs that share of
-# refine_steps (diffusers' img2img default, which cog-sdxl uses too).
-REFINER_STRENGTH = 0.3
 # Never watermark, whatever is installed (see models/sdxl.py on apply_watermark).
 _NO_WATERMARK = dict(add_watermarker=False)
 
 
-def make_scheduler(name: str, config):
+def make_scheduler(choice: SchedulerChoice, config):
+    """A fresh scheduler of the request's choice (resolved by plan()) from `config`."""
     import diffusers
 
-    class_name, overrides = SCHEDULERS[name]
-    return getattr(diffusers, class_name).from_config(config, **overrides)
+    return getattr(diffusers, choice.class_name).from_config(config, **dict(choice.overrides))
 
 
 @dataclass(frozen=True)
@@ -123,7 +109,7 @@ class SDXLEngine(Engine):
             originals = [p.scheduler for p in used]
             try:
                 for p, original in zip(used, originals, strict=True):
-                    p.scheduler = make_scheduler(job.scheduler, original.config)
+                    p.scheduler = make_scheduler(job.scheduler_choice, original.config)
                 yield pipe, refiner
             finally:
                 for p, original in zip(used, originals, strict=True):
@@ -133,7 +119,7 @@ class SDXLEngine(Engine):
         """Count the steps each model gets in an expert ensemble, by diffusers' own rules,
         on a throwaway copy of the request's scheduler: when one side gets none, diffusers
         fails with a message about its internals, or the base silently runs nothing."""
-        scheduler = make_scheduler(job.scheduler, self.pipes["txt2img"].scheduler.config)
+        scheduler = make_scheduler(job.scheduler_choice, self.pipes["txt2img"].scheduler.config)
         scheduler.set_timesteps(job.steps)
         timesteps = scheduler.timesteps
         total = scheduler.config.num_train_timesteps
@@ -186,7 +172,7 @@ class SDXLEngine(Engine):
         if job.refine == "expert_ensemble_refiner":
             kwargs.update(num_inference_steps=job.steps, denoising_start=job.high_noise_frac)
         else:
-            kwargs.update(num_inference_steps=job.refine_steps, strength=REFINER_STRENGTH)
+            kwargs.update(num_inference_steps=job.refine_steps, strength=job.refiner_strength)
         if job.mask is not None:
             # The base ends with the kept area's clean latents, and the inpainting
             # refiner blends that area back every step, so it stays the input image.

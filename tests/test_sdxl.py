@@ -21,11 +21,12 @@ from models.sdxl import (
     MAX_SIDE,
     MIN_SIDE,
     REFINE_MODES,
+    SCHEDULERS,
     SDXLInputs,
     SDXLModel,
     plan,
 )
-from models.sdxl_engine import SCHEDULERS, make_scheduler
+from models.sdxl_engine import make_scheduler
 from models.specs import get_spec
 from tests.conftest import assert_plan_rejects, write_image
 
@@ -124,7 +125,7 @@ def test_every_scheduler_runs(sdxl, name):
 
 def test_karras_dpm_is_dpm_with_karras_sigmas(sdxl):
     config = sdxl.engine.pipes["txt2img"].scheduler.config
-    built = {name: make_scheduler(name, config) for name in ("KarrasDPM", "DPMSolverMultistep")}
+    built = {n: make_scheduler(SCHEDULERS[n], config) for n in ("KarrasDPM", "DPMSolverMultistep")}
     assert type(built["KarrasDPM"]) is type(built["DPMSolverMultistep"])
     assert built["KarrasDPM"].config.use_karras_sigmas is True
     assert built["DPMSolverMultistep"].config.use_karras_sigmas is False
