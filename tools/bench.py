@@ -24,6 +24,7 @@ import torch
 
 from models import requests
 from models.families import FAMILIES
+from models.log import quiet_import_noise
 from models.resolver import resolve
 from models.settings import load_settings
 from models.specs import get_spec
@@ -192,6 +193,7 @@ def main(argv: list[str] | None = None) -> None:
         help="instead: N varied requests through one server, printing RSS and disk growth",
     )
     args = parser.parse_args(argv)
+    quiet_import_noise()
     if args.soak:
         from tools.soak import soak
 
