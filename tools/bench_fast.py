@@ -74,7 +74,9 @@ def size_requests(family: str, image: Path) -> list[dict]:
     requests = [dict(size, num_outputs=1 + i % 4) for i, size in enumerate(sizes)]
     mask = image.with_name("mask.png")
     Image.new("L", Image.open(image).size, 255).save(mask)
-    return requests + [dict(image=image), dict(image=image, mask=mask, num_outputs=2)]
+    # Full strength: one step of an image request must stay a step (SDXL rounds down).
+    image_modes = [dict(image=image), dict(image=image, mask=mask, num_outputs=2)]
+    return requests + [dict(mode, prompt_strength=1.0) for mode in image_modes]
 
 
 def recompiles(model, base: dict, folder: Path) -> int:
