@@ -13,9 +13,10 @@ import pytest
 import torch
 from safetensors.torch import save
 
-from models import lora_sources
+from models import lora_fetch
 from models.errors import InputError
-from models.lora_sources import Hosts, Tokens, fetch_source, parse_source, pick_file
+from models.lora_fetch import fetch_source
+from models.lora_sources import Hosts, Tokens, parse_source, pick_file
 from tests.files_server import make_tar
 from tools.hub import CivitaiModel, HfRepo, Hub
 
@@ -272,7 +273,7 @@ def test_unreachable_host_is_an_input_error(hosts, tmp_path):
 
 
 def test_files_too_large_for_a_lora_are_refused_before_download(hub, hosts, tmp_path, monkeypatch):
-    monkeypatch.setattr(lora_sources, "MAX_LORA_BYTES", 100)
+    monkeypatch.setattr(lora_fetch, "MAX_LORA_BYTES", 100)
     url = hub.add_file("big/lora.safetensors", LORA)
     with pytest.raises(InputError, match="limit"):
         fetch(url, tmp_path, hosts)
