@@ -218,9 +218,10 @@ class DiffusionModel:
         without LoRA slots enabled, so no request pays for it."""
         load_compile_cache(cache)
         started = time.perf_counter()
+        slot_passes = (False, True) if self.engine.fast.slots is not None else (False,)
         for inputs in self.warm_up_inputs():
             job = self.plan(self.spec, inputs)
-            for idle in (False, True):
+            for idle in slot_passes:
                 self.engine.generate(job, Tokens(), warm_slots=idle)
         log.info(f"go_fast warm-up took {time.perf_counter() - started:.1f}s")
         save_compile_cache(cache)
