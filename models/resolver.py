@@ -63,13 +63,14 @@ def _move_into_place(staging: Path, target: Path) -> None:
 
 
 def _build(entry: WeightsEntry, target: Path) -> Path:
-    from models.tiny import BUILD_VERSION, BUILDERS
+    from models.tiny import BUILDERS, build_version
 
+    version = build_version(entry.build)
     damage = missing_parts(target, entry.borrowed) if target.is_dir() else []
-    if _build_is_current(target, BUILD_VERSION) and not damage:
+    if _build_is_current(target, version) and not damage:
         return target
     if target.exists():
-        why = "; ".join(damage) or "it was built by an older version of models/tiny.py"
+        why = "; ".join(damage) or "it was built from an older models/tiny.py or mini/ folder"
         log.info(f"Rebuilding {entry.name}: {why}")
         shutil.rmtree(target)
     started = time.perf_counter()
@@ -77,7 +78,7 @@ def _build(entry: WeightsEntry, target: Path) -> Path:
     staging = Path(tempfile.mkdtemp(prefix=f".{entry.name}.build-", dir=target.parent))
     try:
         BUILDERS[entry.build](staging)
-        (staging / _BUILD_STAMP).write_text(BUILD_VERSION)
+        (staging / _BUILD_STAMP).write_text(version)
         _move_into_place(staging, target)
     finally:
         shutil.rmtree(staging, ignore_errors=True)

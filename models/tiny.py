@@ -7,6 +7,7 @@ build is reproducible; tokenizers are built from an in-memory vocabulary.
 
 from __future__ import annotations
 
+import hashlib
 import shutil
 import string
 from collections.abc import Callable
@@ -22,21 +23,35 @@ BUILD_VERSION = "1"
 _CHARS = string.ascii_lowercase + string.digits + string.punctuation
 
 
-def clip_tokenizer(max_length: int = 77):
+def clip_tokenizer(max_length: int = 77, words: tuple[str, ...] = ()):
+    """A character-level CLIP tokenizer; `words` become single tokens (their BPE merges
+    are added), which is how the mini models' tokenizers know their world."""
     from transformers import CLIPTokenizer
 
     vocab = {"<|startoftext|>": 0, "<|endoftext|>": 1}
     for c in _CHARS:
         vocab[c] = len(vocab)
         vocab[c + "</w>"] = len(vocab)
-    return CLIPTokenizer(vocab=vocab, merges=[], model_max_length=max_length)
+    merges: list[tuple[str, str]] = []
+    for word in words:
+        parts = [*word[:-1], word[-1] + "</w>"]
+        joined = parts[0]
+        for part in parts[1:]:
+            if (joined, part) not in merges:
+                merges.append((joined, part))
+            joined += part
+            vocab.setdefault(joined, len(vocab))
+    return CLIPTokenizer(vocab=vocab, merges=merges, model_max_length=max_length)
 
 
-def t5_tokenizer(max_length: int = 512):
+def t5_tokenizer(max_length: int = 512, words: tuple[str, ...] = (), chars: str = _CHARS):
+    """A character-level T5 (unigram) tokenizer; `words` score higher than their
+    spelling, so each is one token."""
     from transformers import T5Tokenizer
 
     pieces = [("<pad>", 0.0), ("</s>", 0.0), ("<unk>", 0.0), ("\u2581", -2.0)]
-    pieces += [(c, -3.0) for c in _CHARS] + [("\u2581" + c, -2.5) for c in _CHARS]
+    pieces += [(c, -3.0) for c in chars] + [("\u2581" + c, -2.5) for c in chars]
+    pieces += [("\u2581" + w, -1.0) for w in words if len(w) > 1]
     return T5Tokenizer(vocab=pieces, extra_ids=0, model_max_length=max_length)
 
 
@@ -114,26 +129,26 @@ def flux_scheduler(guidance: bool):
     )
 
 
-def build_flux(dest: Path, dims: FluxDims, *, guidance: bool, seed: int = 0) -> Path:
-    """Write a diffusers FLUX pipeline folder (model_index.json + components) to dest."""
-    from diffusers import FluxPipeline, FluxTransformer2DModel
+def t5_encoder(dims: FluxDims, vocab_size: int):
     from transformers import T5Config, T5EncoderModel
 
-    torch.manual_seed(seed)
-    tokenizer, tokenizer_2 = clip_tokenizer(), t5_tokenizer()
-    t5 = T5EncoderModel(
-        T5Config(
-            d_model=dims.text_dim,
-            d_ff=dims.text_dim * 2,
-            num_heads=4,
-            d_kv=dims.text_dim // 4,
-            num_layers=2,
-            vocab_size=len(tokenizer_2),
-            pad_token_id=0,
-            eos_token_id=1,
-        )
+    config = T5Config(
+        d_model=dims.text_dim,
+        d_ff=dims.text_dim * 2,
+        num_heads=4,
+        d_kv=dims.text_dim // 4,
+        num_layers=2,
+        vocab_size=vocab_size,
+        pad_token_id=0,
+        eos_token_id=1,
     )
-    transformer = FluxTransformer2DModel(
+    return T5EncoderModel(config)
+
+
+def flux_transformer(dims: FluxDims, *, guidance: bool):
+    from diffusers import FluxTransformer2DModel
+
+    return FluxTransformer2DModel(
         patch_size=1,
         in_channels=64,
         num_layers=dims.double_blocks,
@@ -145,6 +160,16 @@ def build_flux(dest: Path, dims: FluxDims, *, guidance: bool, seed: int = 0) -> 
         guidance_embeds=guidance,
         axes_dims_rope=list(dims.rope_axes),
     )
+
+
+def build_flux(dest: Path, dims: FluxDims, *, guidance: bool, seed: int = 0) -> Path:
+    """Write a diffusers FLUX pipeline folder (model_index.json + components) to dest."""
+    from diffusers import FluxPipeline
+
+    torch.manual_seed(seed)
+    tokenizer, tokenizer_2 = clip_tokenizer(), t5_tokenizer()
+    t5 = t5_encoder(dims, len(tokenizer_2))
+    transformer = flux_transformer(dims, guidance=guidance)
     pipe = FluxPipeline(
         scheduler=flux_scheduler(guidance),
         text_encoder=clip_text_model(len(tokenizer), projection=dims.pooled_dim),
@@ -294,6 +319,33 @@ def build_captioner(dest: Path, *, seed: int = 0) -> Path:
     return dest
 
 
+# The mini models' trained weights, committed (script/train-mini writes them).
+MINI_DIR = Path(__file__).resolve().parent.parent / "mini"
+
+
+def copy_mini(name: str) -> Callable[[Path], Path]:
+    def build(dest: Path) -> Path:
+        source = MINI_DIR / name
+        if not (source / "model_index.json").is_file():
+            raise FileNotFoundError(f"{source} is missing: run script/train-mini to make it.")
+        shutil.copytree(source, dest, dirs_exist_ok=True)
+        return dest
+
+    return build
+
+
+def build_version(build: str) -> str:
+    """What a build in weights/ must have been made from to be current: this module's
+    version, and for a mini model a digest of its committed files."""
+    if not build.startswith("mini-"):
+        return BUILD_VERSION
+    digest = hashlib.sha256()
+    for path in sorted((MINI_DIR / build.removeprefix("mini-")).rglob("*")):
+        if path.is_file():
+            digest.update(path.relative_to(MINI_DIR).as_posix().encode() + path.read_bytes())
+    return f"{BUILD_VERSION}:{digest.hexdigest()[:16]}"
+
+
 # name in models/manifest.py `build=` -> function(dest) writing the folder.
 BUILDERS: dict[str, Callable[[Path], Path]] = {
     "tiny-flux": lambda d: build_flux(d, TINY_FLUX, guidance=False),
@@ -304,4 +356,5 @@ BUILDERS: dict[str, Callable[[Path], Path]] = {
     "tiny-compvis": lambda d: build_tiny_compvis(d, flag_all=False),
     "tiny-falcon": lambda d: build_tiny_falcon(d, verdict="normal"),
     "tiny-captioner": build_captioner,
+    "mini-flux-schnell": copy_mini("flux-schnell"),
 }
