@@ -136,6 +136,10 @@ def plan(spec: ModelSpec, inputs: SDXLInputs) -> SDXLJob:
     scheduler = inputs.scheduler or spec.scheduler
     check_choice("scheduler", scheduler, SCHEDULERS)
     check_choice("refine", inputs.refine, REFINE_MODES)
+    if inputs.refine != "no_refiner" and spec.refiner is None:
+        raise InputError(
+            f"refine={inputs.refine}: {spec.name} has no refiner. Use refine=no_refiner."
+        )
     refine_steps = _refine_steps(inputs, steps, spec.max_steps)
     _check_ensemble(inputs)
     loras = inputs.lora_requests()

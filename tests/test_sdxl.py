@@ -403,3 +403,10 @@ def test_predictions_log_no_empty_float32_warnings(sdxl, gradient, caplog):
     with caplog.at_level(logging.WARNING):
         sdxl.predict(SDXLInputs(prompt="x", image=gradient, **FEW))
     assert not [r for r in caplog.records if "kept in float32" in r.getMessage()]
+
+
+@pytest.mark.parametrize("refine", ["expert_ensemble_refiner", "base_image_refiner"])
+def test_a_variant_without_refiner_refuses_refine_naming_the_fix(refine):
+    spec = replace(get_spec("tiny-sdxl"), refiner=None)
+    with pytest.raises(InputError, match="has no refiner. Use refine=no_refiner"):
+        plan(spec, SDXLInputs(prompt="x", refine=refine))
