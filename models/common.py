@@ -21,6 +21,7 @@ from models.lora import LoraStore
 from models.lora_cache import LoraCache
 from models.lora_sources import Hosts, Tokens
 from models.outputs import save_images
+from models.requests import at_native_size
 from models.resolver import resolve, resolve_custom
 from models.safety import SafetyChecker, filter_safe
 from models.settings import Settings
@@ -233,8 +234,12 @@ class DiffusionModel:
             shutil.rmtree(self._last_outputs, ignore_errors=True)
             self._last_outputs = None
         shutdown.refuse_if_stopping()
-        job = self.plan(self.spec, inputs)
+        job, upscale = at_native_size(
+            self.plan(self.spec, inputs), self.spec.max_native_side, self.spec.size_multiple
+        )
         images = self.engine.generate(job, inputs.tokens())
+        if upscale is not None:
+            images = [image.resize(upscale, Image.Resampling.LANCZOS) for image in images]
         paths = finish(
             images,
             safety=self.safety,

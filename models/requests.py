@@ -4,7 +4,7 @@ input images. Nothing here touches a pipeline."""
 from __future__ import annotations
 
 import random
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import torch
@@ -14,7 +14,7 @@ from models.errors import InputError, check_range
 from models.imaging import load_image, load_mask, resize_image
 from models.log import log
 from models.lora import LoraRequest
-from models.sizes import MAX_SIDE, size_for_image
+from models.sizes import MAX_SIDE, size_for_image, within_side
 
 MAX_SEED = 2**32 - 1
 
@@ -41,6 +41,23 @@ class Job:
         if self.image is None:
             return "txt2img"
         return "inpaint" if self.mask is not None else "img2img"
+
+
+def at_native_size(job: Job, max_side: int | None, multiple: int) -> tuple[Job, tuple | None]:
+    """A model that draws only up to `max_side` per side (the mini models) runs a larger
+    job at the largest size of its aspect ratio within that; returns the job to run and
+    the size to upscale its pictures to (None: run as asked)."""
+    if max_side is None or max(job.width, job.height) <= max_side:
+        return job, None
+    size = within_side(job.width, job.height, max_side, multiple)
+    log.info(
+        f"This model draws at most {max_side} px per side (its training range): drawing "
+        f"at {size[0]}x{size[1]}, then upscaling to {job.width}x{job.height}."
+    )
+    image = resize_image(job.image, size) if job.image is not None else None
+    mask = job.mask.resize(size, Image.Resampling.NEAREST) if job.mask is not None else None
+    native = replace(job, width=size[0], height=size[1], image=image, mask=mask)
+    return native, (job.width, job.height)
 
 
 def resolve_seed(seed: int | None) -> int:

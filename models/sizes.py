@@ -97,3 +97,14 @@ def size_for_image(
         log.info(f"{what} {before} scaled down to {round(w)}x{round(h)} to fit {limit}x{limit}")
 
     return round_to_multiple(max(1, round(w)), max(1, round(h)), multiple)
+
+
+def within_side(width: int, height: int, max_side: int, multiple: int) -> tuple[int, int]:
+    """The size of the same aspect ratio whose longer side is `max_side` (each side a
+    multiple of `multiple`, never past max_side)."""
+    scale = max_side / max(width, height)
+    limit = max_side // multiple * multiple
+    return tuple(
+        min(limit, max(multiple, round(side * scale / multiple) * multiple))
+        for side in (width, height)
+    )

@@ -45,6 +45,10 @@ class ModelSpec:
     # Layers (name prefixes) of the transformer/UNet that go_fast keeps out of fp8: small,
     # precision-sensitive embedders and output layers.
     fp8_keep: tuple[str, ...] = ()
+    # The mini models draw at most this many pixels per side (their training range):
+    # a larger request is denoised at the largest size of its aspect ratio within it,
+    # then upscaled to the size asked for, and the log says so. None: no limit.
+    max_native_side: int | None = None
 
     def weight_entries(self, *, safety: bool = True) -> tuple[str, ...]:
         """Every manifest entry this variant loads at setup."""

@@ -1,6 +1,7 @@
 import logging
 
 import pytest
+from PIL import Image
 
 from models.errors import InputError
 from models.sizes import (
@@ -137,3 +138,28 @@ def test_result_is_multiple_and_within_max_side(size, megapixels, multiple):
 
 def test_custom_max_side():
     assert size_for_image(2000, 1000, multiple=16, max_side=1024) == (1024, 512)
+
+
+def test_within_side_keeps_the_aspect_ratio_on_the_multiple():
+    from models.sizes import within_side
+
+    assert within_side(1024, 1024, 128, 16) == (128, 128)
+    assert within_side(1344, 768, 128, 16) == (128, 80)  # 73.1 rounds to 80
+    assert within_side(640, 1536, 128, 16) == (48, 128)  # 53.3 rounds to 48
+    assert within_side(1000, 10, 128, 16) == (128, 16)  # never below one multiple
+
+
+def test_a_job_past_the_native_side_runs_smaller_with_its_images_and_is_logged(caplog):
+    from models.requests import Job, at_native_size
+
+    image, mask = Image.new("RGB", (512, 256), "red"), Image.new("L", (512, 256), 255)
+    job = Job(prompt="x", width=512, height=256, num_outputs=1, steps=1, guidance=0, seed=0,
+              image=image, mask=mask)  # fmt: skip
+    assert at_native_size(job, None, 16) == (job, None)
+    assert at_native_size(job, 512, 16) == (job, None)
+    with caplog.at_level(logging.INFO, logger="models"):
+        native, upscale = at_native_size(job, 128, 16)
+    assert upscale == (512, 256)
+    assert (native.width, native.height) == native.image.size == native.mask.size == (128, 64)
+    assert native.mask.getextrema() == (255, 255)  # a mask stays binary
+    assert "drawing at 128x64, then upscaling to 512x256" in caplog.text
