@@ -51,8 +51,11 @@ def read(image: Image.Image) -> Reading:
         return Reading(background, None, None, None, 0.0)
     colour = nearest_colour(np.median(pixels[mask], axis=0))
     ys, xs = np.nonzero(mask)
-    box_area = (xs.max() - xs.min() + 1) * (ys.max() - ys.min() + 1)
-    fill = float(mask.sum() / box_area)
+    # The box holding all but the outermost 1% of shape pixels each way: a few stray
+    # pixels (compression, a decoder's edge artefacts) do not stretch it.
+    x0, x1 = np.percentile(xs, [1, 99]).round().astype(int)
+    y0, y1 = np.percentile(ys, [1, 99]).round().astype(int)
+    fill = float(mask[y0 : y1 + 1, x0 : x1 + 1].mean())
     return Reading(background, colour, _shape(fill), _position(xs.mean() / w, ys.mean() / h), fill)
 
 

@@ -103,6 +103,9 @@ _DEV = dict(
     max_sequence_length=512,
 )
 
+# Trained from scratch on a small synthetic world by script/train-mini (mini/, committed).
+_MINI = dict(_TINY, max_native_side=128)
+
 SPECS: dict[str, ModelSpec] = {
     s.name: s
     for s in (
@@ -135,6 +138,15 @@ SPECS: dict[str, ModelSpec] = {
             weights="mid-flux-schnell",
             description="Random FLUX with real layer widths (3072) but 2 blocks, for benchmarks.",
             **{**_SCHNELL, "safety": _TINY_SAFETY, "captioner": "tiny-captioner"},
+        ),
+        _flux(
+            "mini-flux-schnell",
+            weights="mini-flux-schnell",
+            description=(
+                'Mini FLUX trained on flat shapes ("a red circle on a blue background"): '
+                "real drawings offline on a CPU."
+            ),
+            **{**_SCHNELL, **_MINI, "max_sequence_length": 32},
         ),
         _sdxl(
             "sdxl",

@@ -27,8 +27,10 @@ from models.families import FAMILIES
 from models.log import quiet_import_noise
 from models.resolver import resolve
 from models.settings import load_settings
-from models.specs import get_spec
+from models.specs import SPECS, get_spec
 from tools.server import model_ref, predict, running
+
+MINI_MODELS = [name for name in SPECS if name.startswith("mini-")]
 
 
 def _timed(fn, runs: int) -> list[float]:
@@ -183,6 +185,12 @@ def main(argv: list[str] | None = None) -> None:
         action="store_true",
         help="each stage's seconds and share of predict time (use --megapixels 1)",
     )
+    parser.add_argument(
+        "--quality",
+        action="store_true",
+        help="mini models (mini-flux-schnell, mini-sdxl): accuracy of what they draw for "
+        "held-out prompts, read back by models/judge.py",
+    )
     parser.add_argument("--train", action="store_true", help="LoRA training figures instead")
     parser.add_argument("--train-resolution", type=int, default=512)
     parser.add_argument("--train-steps", type=int, default=5)
@@ -200,9 +208,14 @@ def main(argv: list[str] | None = None) -> None:
         for model in args.models or ["tiny-flux-schnell"]:
             print(json.dumps(soak(model, args.soak)), flush=True)
         return
-    for model in args.models or ["tiny-flux-schnell", "mid-flux-schnell"]:
+    default = MINI_MODELS if args.quality else ["tiny-flux-schnell", "mid-flux-schnell"]
+    for model in args.models or default:
         print(f"Benchmarking {model}...", file=sys.stderr)
-        if args.train:
+        if args.quality:
+            from tools.bench_quality import bench_quality
+
+            result = bench_quality(model)
+        elif args.train:
             result = bench_training(model, resolution=args.train_resolution, steps=args.train_steps)
         elif args.full_size:
             from tools.bench_full import bench_full

@@ -3,7 +3,7 @@ them, in diffusers layout and half precision, to mini/<name>/ (committed; the
 mini-* variants are built from there). Repeatable bit for bit for a seed on the same
 machine and thread count.
 
-    script/train-mini                 # every family, the committed settings
+    script/train-mini                 # mini FLUX, the committed settings
     script/train-mini --family flux --steps 200 --vae-steps 100 --out /tmp/mini
 """
 
@@ -20,7 +20,7 @@ import torch
 ROOT = Path(__file__).resolve().parent.parent
 # The settings the committed weights were trained with, and where they go under mini/.
 FAMILIES = {
-    "flux": {"folder": "flux-schnell", "vae_steps": 1500, "steps": 3000},
+    "flux": {"folder": "flux-schnell", "vae_steps": 1500, "steps": 6000},
     "sdxl": {"folder": "sdxl", "vae_steps": 1500, "steps": 3000},
 }
 
@@ -35,6 +35,7 @@ def train_family(family: str, out: Path, *, seed: int, vae_steps: int, steps: in
     mini_vae.train(pipe.vae, steps=vae_steps, seed=seed, log=log)
     mini_vae.set_latent_scale(pipe.vae, seed=seed, flux=family == "flux")
     trainer.train(pipe, steps=steps, seed=seed + 1, log=log)
+    mini_vae.sharpen_posterior(pipe.vae)
     dest = out / FAMILIES[family]["folder"]
     pipe.to(torch.float16).save_pretrained(dest)
     settings = {"seed": seed, "vae_steps": vae_steps, "steps": steps,
@@ -45,7 +46,8 @@ def train_family(family: str, out: Path, *, seed: int, vae_steps: int, steps: in
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--family", choices=[*FAMILIES, "all"], default="all")
+    # The mini SDXL is not served yet: its first training run did not follow prompts.
+    parser.add_argument("--family", choices=[*FAMILIES, "all"], default="flux")
     parser.add_argument("--out", type=Path, default=ROOT / "mini")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--steps", type=int, help="transformer/UNet steps (default: committed)")

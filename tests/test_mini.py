@@ -1,0 +1,131 @@
+"""The mini models draw what they are told: models/judge.py reads their pictures back.
+
+Held-out prompts (scenes never shown in training), img2img keeping structure,
+inpainting changing only the masked part, and the quick start's picture through
+predict(). Their weights are committed (mini/), trained by script/train-mini."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import replace
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from models import judge, world
+from models.families import FAMILIES
+from models.specs import get_spec
+from tools.bench_quality import draw, scene_inputs
+
+MODELS = ["mini-flux-schnell"]
+
+
+@pytest.fixture(scope="module", params=MODELS)
+def mini(request, settings):
+    spec = get_spec(request.param)
+    return FAMILIES[spec.family](spec, replace(settings, safety_checker=False))
+
+
+def test_the_judge_reads_every_reference_scene_at_every_trained_shape():
+    from tools.mini_data import SIZES
+
+    for width, height in sorted(set(SIZES)):
+        pairs = [(s, world.render(s, width, height)) for s in world.all_scenes()]
+        assert judge.score(pairs) == {"background": 1, "colour": 1, "shape": 1, "position": 1}
+
+
+def test_held_out_prompts_are_drawn_as_asked(mini):
+    _, held_out = world.split()
+    pairs = [
+        (scene, draw(mini, scene_inputs(mini.spec, scene, seed=i, square=True))[0])
+        for i, scene in enumerate(held_out)
+    ]
+    scores = judge.score(pairs)
+    assert scores["background"] >= 0.9 and scores["colour"] >= 0.8, scores
+
+
+def test_the_quick_start_prompt_gives_that_picture_at_the_size_asked(mini, caplog):
+    inputs = mini.inputs(prompt="a red circle on a blue background", seed=1, go_fast=False)
+    with caplog.at_level(logging.INFO, logger="models"):
+        [path] = mini.predict(inputs)
+    image = Image.open(path)
+    assert image.size == (1024, 1024)
+    assert "drawing at 128x128, then upscaling to 1024x1024" in caplog.text
+    reading = judge.read(image)
+    assert (reading.background, reading.colour, reading.shape, reading.position) == (
+        "blue", "red", "circle", "centre"
+    )  # fmt: skip
+
+
+def _reference(tmp_path, scene, name="in.png", size=(128, 128)):
+    path = tmp_path / name
+    world.render(scene, *size).save(path)
+    return path
+
+
+def test_img2img_at_low_strength_keeps_the_shape_colour_and_position(mini, tmp_path):
+    scene = world.Scene("yellow", "square", "black", "left")
+    other = world.Scene("blue", "circle", "white", "right")
+    inputs = scene_inputs(
+        mini.spec, other, seed=2, square=True,
+        image=_reference(tmp_path, scene), prompt_strength=0.3,
+    )  # fmt: skip
+    [image] = draw(mini, inputs)
+    reading = judge.read(image)
+    assert (reading.colour, reading.position) == ("yellow", "left"), reading
+
+
+def test_inpainting_changes_the_masked_part_and_keeps_the_rest(mini, tmp_path):
+    # One shape per picture, as in training: the decoder's attention has only ever seen
+    # one shape colour, so two shapes of different colours would blend.
+    scene = world.Scene("red", "circle", "blue", "left")
+    mask = Image.new("L", (128, 128), 0)
+    mask.paste(255, (0, 0, 64, 128))  # repaint the left half, where the circle is
+    mask.save(tmp_path / "mask.png")
+    wanted = world.Scene("yellow", "circle", "blue", "left")
+    inputs = scene_inputs(
+        mini.spec, wanted, seed=3, square=True,
+        image=_reference(tmp_path, scene), mask=tmp_path / "mask.png", prompt_strength=1.0,
+    )  # fmt: skip
+    [image] = draw(mini, inputs)
+    before = np.asarray(world.render(scene, 128, 128), dtype=np.float32)
+    after = np.asarray(image, dtype=np.float32)
+    # The right half, a VAE round trip away from the input (a latent pixel is 8 px).
+    assert np.abs(after[:, 72:] - before[:, 72:]).mean() < 6
+    assert np.abs(after[:, :64] - before[:, :64]).mean() > 12
+    reading = judge.read(image)
+    assert (reading.colour, reading.position) == ("yellow", "left"), reading
+
+
+@pytest.mark.server
+def test_a_held_out_prompt_through_the_real_server(tmp_path_factory):
+    from tests.conftest import decode, serving
+    from tools.server import predict
+
+    scene = world.split()[1][0]
+    with serving("mini-flux-schnell", tmp_path_factory) as url:
+        inputs = {"prompt": scene.prompt, "seed": 4, "megapixels": "0.25", "output_format": "png"}
+        status, body = predict(url, inputs)
+    assert status == 200 and body["status"] == "succeeded", body
+    image = decode(body["output"][0])
+    assert image.size == (512, 512)
+    reading = judge.read(image)
+    assert (reading.background, reading.colour) == (scene.background, scene.colour), reading
+
+
+def test_train_mini_rebuilds_bit_for_bit(tmp_path):
+    import subprocess
+    import sys
+
+    from models.settings import REPO_ROOT
+
+    def train(out):
+        command = [sys.executable, "-m", "tools.train_mini", "--steps", "2", "--vae-steps", "2",
+                   "--family", "flux", "--out", str(out)]  # fmt: skip
+        subprocess.run(command, cwd=REPO_ROOT, check=True, capture_output=True, timeout=600)
+        return {p.relative_to(out): p.read_bytes() for p in sorted(out.rglob("*")) if p.is_file()}
+
+    first = train(tmp_path / "a")
+    assert any(p.suffix == ".safetensors" for p in first)
+    assert train(tmp_path / "b") == first
