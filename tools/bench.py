@@ -188,7 +188,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument(
         "--quality",
         action="store_true",
-        help="mini models (mini-flux-schnell, mini-sdxl): accuracy of what they draw for "
+        help="mini models (default: every mini-* variant): accuracy of what they draw for "
         "held-out prompts, read back by models/judge.py",
     )
     parser.add_argument("--train", action="store_true", help="LoRA training figures instead")

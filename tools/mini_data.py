@@ -13,9 +13,8 @@ import torch
 
 from models.world import Scene, render, split
 
-# (width, height) of the training pictures: the mini models draw up to MAX_SIDE per side,
-# at the aspect ratios of the size table, and mostly at the square 64 x 64.
-MAX_SIDE = 128
+# (width, height) of the training pictures: up to 128 px per side (the mini specs'
+# max_native_side), at the aspect ratios of the size table, mostly the square 64 x 64.
 SIZES = (
     (64, 64),
     (64, 64),

@@ -28,8 +28,8 @@ def build(latent_channels: int, *, flux: bool):
 
 def train(vae, *, steps: int, seed: int, batch_size: int = 16, log=print):
     """Reconstruction (MSE on a sampled latent) plus a small KL term, which keeps the
-    latent's scale in check while its noise shrinks to almost nothing: img2img and
-    inpainting sample from it."""
+    latent's scale in check. The posterior's spread does not shrink much under it (the
+    decoder learns to ignore that noise): sharpen_posterior removes it afterwards."""
     torch.manual_seed(seed)
     batches = Batches(seed, batch_size)
     generator = torch.Generator().manual_seed(seed)

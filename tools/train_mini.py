@@ -3,7 +3,7 @@ them, in diffusers layout and half precision, to mini/<name>/ (committed; the
 mini-* variants are built from there). Repeatable bit for bit for a seed on the same
 machine and thread count.
 
-    script/train-mini                 # mini FLUX, the committed settings
+    script/train-mini --out /tmp/mini # mini FLUX, the committed steps
     script/train-mini --family flux --steps 200 --vae-steps 100 --out /tmp/mini
 """
 
@@ -18,7 +18,9 @@ from pathlib import Path
 import torch
 
 ROOT = Path(__file__).resolve().parent.parent
-# The settings the committed weights were trained with, and where they go under mini/.
+# Each family's training steps and its folder under mini/. The committed mini FLUX used
+# these steps, over two runs (mini/flux-schnell/training.json): a run with --out mini
+# replaces it with its own result.
 FAMILIES = {
     "flux": {"folder": "flux-schnell", "vae_steps": 1500, "steps": 6000},
     "sdxl": {"folder": "sdxl", "vae_steps": 1500, "steps": 3000},
