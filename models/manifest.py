@@ -143,6 +143,7 @@ MANIFEST: dict[str, WeightsEntry] = {
         WeightsEntry("tiny-flux-dev", build="tiny-flux-guidance"),
         WeightsEntry("mid-flux-schnell", build="mid-flux"),
         WeightsEntry("mini-flux-schnell", build="mini-flux-schnell"),
+        WeightsEntry("mini-sdxl", build="mini-sdxl"),
         WeightsEntry("tiny-sdxl", build="tiny-sdxl"),
         WeightsEntry(
             "tiny-sdxl-refiner", build="tiny-sdxl-refiner", borrowed=("vae", "text_encoder_2")

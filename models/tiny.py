@@ -357,4 +357,5 @@ BUILDERS: dict[str, Callable[[Path], Path]] = {
     "tiny-falcon": lambda d: build_tiny_falcon(d, verdict="normal"),
     "tiny-captioner": build_captioner,
     "mini-flux-schnell": copy_mini("flux-schnell"),
+    "mini-sdxl": copy_mini("sdxl"),
 }

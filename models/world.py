@@ -115,4 +115,8 @@ def render(scene: Scene, width: int, height: int, *, rng: random.Random | None =
 
 
 def _colour(name: str) -> tuple[int, int, int]:
+    """A colour's RGB, from its name or, for pictures that are not the world's own (the
+    VAE's training data), "#rrggbb"."""
+    if name.startswith("#"):
+        return tuple(int(name[i : i + 2], 16) for i in (1, 3, 5))
     return COLOURS.get(name) or NEW_COLOURS[name]

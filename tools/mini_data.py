@@ -7,6 +7,7 @@ import copy
 import math
 import random
 import time
+from dataclasses import replace
 
 import numpy as np
 import torch
@@ -39,18 +40,32 @@ def to_tensor(images) -> torch.Tensor:
 
 
 class Batches:
-    """Scenes of the training split at one of SIZES per batch, with jittered geometry."""
+    """Scenes of the training split at one of SIZES per batch, with jittered geometry.
+    With `recolour`, that share of the scenes gets random colours instead of the
+    world's (the VAE's data: so it can encode colours the world never names, which a
+    LoRA may teach)."""
 
-    def __init__(self, seed: int, batch_size: int, scenes: list[Scene] | None = None):
+    def __init__(
+        self, seed: int, batch_size: int, scenes: list[Scene] | None = None, recolour: float = 0.0
+    ):
         self.rng = random.Random(seed)
-        self.batch_size = batch_size
+        self.batch_size, self.recolour = batch_size, recolour
         self.scenes = scenes if scenes is not None else split()[0]
 
     def next(self) -> tuple[list[Scene], torch.Tensor]:
         width, height = self.rng.choice(SIZES)
         scenes = [self.rng.choice(self.scenes) for _ in range(self.batch_size)]
+        if self.recolour:
+            scenes = [self._recoloured(s) if self.rng.random() < self.recolour else s
+                      for s in scenes]  # fmt: skip
         images = [render(s, width, height, rng=self.rng) for s in scenes]
         return scenes, to_tensor(images)
+
+    def _recoloured(self, scene: Scene) -> Scene:
+        def colour() -> str:
+            return "#" + "".join(f"{self.rng.randrange(256):02x}" for _ in range(3))
+
+        return replace(scene, colour=colour(), background=colour())
 
 
 def flow_times(generator: torch.Generator, n: int, steps: int = 4) -> torch.Tensor:

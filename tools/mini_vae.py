@@ -5,8 +5,13 @@ scratch on the mini world."""
 from __future__ import annotations
 
 import torch
+from PIL import Image
 
-from tools.mini_data import Batches, Fit
+from models import judge, world
+from tools.mini_data import Batches, Fit, to_tensor
+
+# The share of the VAE's training pictures in random colours, not the world's.
+RECOLOUR = 0.5
 
 
 def build(latent_channels: int, *, flux: bool):
@@ -31,7 +36,7 @@ def train(vae, *, steps: int, seed: int, batch_size: int = 16, log=print):
     latent's scale in check. The posterior's spread does not shrink much under it (the
     decoder learns to ignore that noise): sharpen_posterior removes it afterwards."""
     torch.manual_seed(seed)
-    batches = Batches(seed, batch_size)
+    batches = Batches(seed, batch_size, recolour=RECOLOUR)
     generator = torch.Generator().manual_seed(seed)
     fit = Fit(vae, steps=steps, name="vae", log=log, decay=0.0, clip=0.0, average=False)
     for step in range(1, steps + 1):
@@ -72,3 +77,31 @@ def sharpen_posterior(vae) -> None:
     half = layer.out_channels // 2  # the second half of the channels is the log-variance
     layer.weight[half:].zero_()
     layer.bias[half:].fill_(-20.0)
+
+
+@torch.no_grad()
+def report(vae, *, log=print) -> dict[str, float]:
+    """How well the VAE keeps colours through encode/decode, read back by the judge: the
+    world's scenes, and scenes in the colour it never names (NEW_COLOURS)."""
+    scenes = {
+        "world": [s for s in world.all_scenes() if s.position == "centre"],
+        "new colour": [
+            scene
+            for new in world.NEW_COLOURS
+            for scene in (world.Scene("red", "circle", new),
+                          world.Scene("white", "square", new, "left"),
+                          world.Scene("yellow", "triangle", new, "top"),
+                          world.Scene(new, "circle", "blue"),
+                          world.Scene(new, "square", "black"))
+        ],
+    }  # fmt: skip
+    scores = {}
+    for name, group in scenes.items():
+        x = to_tensor([world.render(s, 64, 64) for s in group])
+        y = vae.decode(vae.encode(x).latent_dist.mean).sample
+        pictures = ((y.clamp(-1, 1) + 1) * 127.5).round().byte().permute(0, 2, 3, 1).numpy()
+        pairs = [(s, Image.fromarray(p)) for s, p in zip(group, pictures, strict=True)]
+        score = judge.score(pairs)
+        scores[name] = min(score["background"], score["colour"])
+        log(f"vae colours kept ({name}): {score}")
+    return scores

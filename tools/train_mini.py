@@ -1,10 +1,12 @@
 """script/train-mini: trains the mini models from scratch on the mini world and writes
 them, in diffusers layout and half precision, to mini/<name>/ (committed; the
 mini-* variants are built from there). Repeatable bit for bit for a seed on the same
-machine and thread count.
+machine: each family's recipe (FAMILIES) fixes its steps and CPU threads, which the
+floating-point results depend on.
 
-    script/train-mini --out /tmp/mini # mini FLUX, the committed steps
-    script/train-mini --family flux --steps 200 --vae-steps 100 --out /tmp/mini
+    script/train-mini                 # both families, the committed recipe, into mini/
+    script/train-mini --family sdxl --out /tmp/mini
+    script/train-mini --family flux --steps 200 --vae-steps 100 --out /tmp/mini  # a trial
 """
 
 from __future__ import annotations
@@ -18,58 +20,60 @@ from pathlib import Path
 import torch
 
 ROOT = Path(__file__).resolve().parent.parent
-# Each family's training steps and its folder under mini/. The committed mini FLUX used
-# these steps, over two runs (mini/flux-schnell/training.json): a run with --out mini
-# replaces it with its own result.
+# Each family's recipe: its folder under mini/, the steps of its VAE and of its
+# transformer/UNet, and the CPU threads of each stage. The committed weights were made
+# with these (over two runs each: mini/<folder>/training.json says how).
 FAMILIES = {
-    "flux": {"folder": "flux-schnell", "vae_steps": 1500, "steps": 6000},
-    "sdxl": {"folder": "sdxl", "vae_steps": 1500, "steps": 3000},
-}
+    "flux": {"folder": "flux-schnell", "vae_steps": 1500, "steps": 9000,
+             "vae_threads": 1, "threads": 1},
+    "sdxl": {"folder": "sdxl", "vae_steps": 1500, "steps": 6000,
+             "vae_threads": 1, "threads": 1},
+}  # fmt: skip
 
 
-def train_family(family: str, out: Path, *, seed: int, vae_steps: int, steps: int, log=print):
-    """Train the family's VAE, then its transformer/UNet on the VAE's latents, and write
-    the pipeline (frozen text encoders included) in half precision."""
+def train_family(family: str, out: Path, *, seed: int, recipe: dict, log=print) -> Path:
+    """Train the family's VAE, then its transformer/UNet on that VAE as it is shipped (in
+    half precision), and write the pipeline (frozen text encoders included) in half
+    precision with the recipe it was made with."""
     from tools import mini_flux, mini_sdxl, mini_vae
 
     trainer = {"flux": mini_flux, "sdxl": mini_sdxl}[family]
     pipe = trainer.build(seed)
-    mini_vae.train(pipe.vae, steps=vae_steps, seed=seed, log=log)
+    torch.set_num_threads(recipe["vae_threads"])
+    mini_vae.train(pipe.vae, steps=recipe["vae_steps"], seed=seed, log=log)
     mini_vae.set_latent_scale(pipe.vae, seed=seed, flux=family == "flux")
-    trainer.train(pipe, steps=steps, seed=seed + 1, log=log)
+    mini_vae.report(pipe.vae, log=log)
+    pipe.vae.half().float()
+    torch.set_num_threads(recipe["threads"])
+    trainer.train(pipe, steps=recipe["steps"], seed=seed + 1, log=log)
     mini_vae.sharpen_posterior(pipe.vae)
-    dest = out / FAMILIES[family]["folder"]
+    dest = out / recipe["folder"]
     pipe.to(torch.float16).save_pretrained(dest)
-    settings = {"seed": seed, "vae_steps": vae_steps, "steps": steps,
-                "threads": torch.get_num_threads()}  # fmt: skip
+    settings = {"seed": seed, **{k: v for k, v in recipe.items() if k != "folder"}}
     (dest / "training.json").write_text(json.dumps(settings, indent=2) + "\n")
     return dest
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    # The mini SDXL is not served yet: its first training run did not follow prompts.
-    parser.add_argument("--family", choices=[*FAMILIES, "all"], default="flux")
+    parser.add_argument("--family", choices=[*FAMILIES, "all"], default="all")
     parser.add_argument("--out", type=Path, default=ROOT / "mini")
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--steps", type=int, help="transformer/UNet steps (default: committed)")
-    parser.add_argument("--vae-steps", type=int, help="VAE steps (default: committed)")
-    parser.add_argument("--threads", type=int, default=1, help="CPU threads (results depend on it)")
+    parser.add_argument("--steps", type=int, help="transformer/UNet steps (default: recipe)")
+    parser.add_argument("--vae-steps", type=int, help="VAE steps (default: recipe)")
+    parser.add_argument("--threads", type=int, help="CPU threads of every stage (default: recipe)")
     args = parser.parse_args(argv)
-    torch.set_num_threads(args.threads)
     torch.use_deterministic_algorithms(True)
     families = list(FAMILIES) if args.family == "all" else [args.family]
     for family in families:
         started = time.perf_counter()
-        settings = FAMILIES[family]
-        dest = train_family(
-            family,
-            args.out,
-            seed=args.seed,
-            vae_steps=args.vae_steps or settings["vae_steps"],
-            steps=args.steps or settings["steps"],
-            log=lambda line: print(line, flush=True),
-        )
+        recipe = dict(FAMILIES[family])
+        for key, value in (("vae_steps", args.vae_steps), ("steps", args.steps)):
+            recipe[key] = value or recipe[key]
+        if args.threads:
+            recipe.update(vae_threads=args.threads, threads=args.threads)
+        log = lambda line: print(line, flush=True)  # noqa: E731
+        dest = train_family(family, args.out, seed=args.seed, recipe=recipe, log=log)
         minutes = (time.perf_counter() - started) / 60
         print(f"Trained mini {family} into {dest} in {minutes:.1f} min", flush=True)
     return 0
