@@ -168,9 +168,7 @@ SPECS: dict[str, ModelSpec] = {
                 'Mini SDXL (no refiner) trained on flat shapes ("a red circle on a blue '
                 'background"): real drawings offline on a CPU.'
             ),
-            # Its held-out shape colour is best near 4 (script/bench --quality: 0.84 at
-            # 3, 0.86 at 4, 0.84 at 5, 0.74 at 7.5, 0.56 at 10; backgrounds 1.0 at each).
-            **{**_MINI, "guidance": 4.0},
+            **_MINI,
         ),
     )
 }

@@ -17,7 +17,7 @@ from PIL import Image
 from models import judge, world
 from models.families import FAMILIES
 from models.specs import get_spec
-from tools.bench_quality import draw, scene_inputs
+from tools.bench_quality import RECOMMENDED_GUIDANCE, draw, scene_inputs
 from tools.mini_data import to_tensor
 
 MODELS = ["mini-flux-schnell", "mini-sdxl"]
@@ -48,7 +48,9 @@ def test_held_out_prompts_are_drawn_as_asked(mini):
 
 
 def test_the_quick_start_prompt_gives_that_picture_at_the_size_asked(mini, caplog):
-    inputs = mini.inputs(prompt="a red circle on a blue background", seed=1, go_fast=False)
+    name = mini.spec.name
+    extra = {"guidance_scale": RECOMMENDED_GUIDANCE[name]} if name in RECOMMENDED_GUIDANCE else {}
+    inputs = mini.inputs(prompt="a red circle on a blue background", seed=1, go_fast=False, **extra)
     with caplog.at_level(logging.INFO, logger="models"):
         [path] = mini.predict(inputs)
     image = Image.open(path)
