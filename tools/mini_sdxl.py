@@ -10,7 +10,8 @@ Its schedule differs from SDXL's in two ways, both diffusers options:
   noise prediction (tried first, 3000 steps) the picture still shows through the noise
   at the last timestep, and on an 8x8 latent its mean colour does so clearly, so the
   UNet learned to keep the noise's colour instead of the prompt's: backgrounds were
-  right 20% of the time. Now it must take them from the prompt (96%).
+  right 20% of the time. Now it must take them from the prompt (96%; 100% with
+  the cosine betas below).
 - the cosine betas (squaredcos_cap_v2, made for 32-64 px images) instead of SDXL's
   scaled_linear, made for 128x128 latents. On a 16x16 latent the same noise level
   hides far more of the picture: with scaled_linear, img2img at prompt_strength 0.3
