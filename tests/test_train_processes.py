@@ -10,6 +10,7 @@ import signal
 import subprocess
 import sys
 import tarfile
+import threading
 import time
 
 import pytest
@@ -17,6 +18,7 @@ import torch
 from safetensors.torch import load_file
 
 from models.settings import REPO_ROOT
+from models.train import interrupt
 from tests.train_helpers import dataset
 from tools.server import free_port, http_json, running
 
@@ -93,6 +95,7 @@ def test_ctrl_c_leaves_the_last_checkpoint_usable(data, tmp_path):
     proc.send_signal(signal.SIGINT)
     out, _ = proc.communicate(timeout=120)
     assert proc.returncode == 130, out
+    assert "Ctrl-C: stopping after this step" in out
     assert "Interrupted at step" in out and "--resume" in out
     assert not (tmp_path / "lora.tar").exists()
     resumed = _train(tmp_path, "--input-images", str(data), "--steps", "8",
@@ -102,6 +105,29 @@ def test_ctrl_c_leaves_the_last_checkpoint_usable(data, tmp_path):
     assert "Resuming from" in resumed.stdout
     with tarfile.open(tmp_path / "lora.tar") as t:
         assert "lora.safetensors" in t.getnames()
+
+
+def test_ctrl_c_is_deferred_to_the_step_boundary_and_a_second_one_is_not():
+    before = signal.getsignal(signal.SIGINT)
+    with interrupt.deferred() as pressed:
+        assert not pressed()
+        os.kill(os.getpid(), signal.SIGINT)  # handled before the next bytecode
+        time.sleep(0.01)
+        assert pressed()
+        with pytest.raises(KeyboardInterrupt):
+            os.kill(os.getpid(), signal.SIGINT)
+            time.sleep(1)
+    assert signal.getsignal(signal.SIGINT) is before
+    answers = []
+
+    def elsewhere():  # not the main thread: handlers can't be set, nothing changes
+        with interrupt.deferred() as pressed:
+            answers.append(pressed())
+
+    thread = threading.Thread(target=elsewhere)
+    thread.start()
+    thread.join()
+    assert answers == [False] and signal.getsignal(signal.SIGINT) is before
 
 
 def _post_training(url: str, inputs: dict):

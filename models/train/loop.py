@@ -22,7 +22,7 @@ from models.errors import InputError
 from models.log import log
 from models.settings import Settings
 from models.specs import ModelSpec
-from models.train import checkpoint, data, outputs
+from models.train import checkpoint, data, interrupt, outputs
 from models.train.captions import autocaption
 from models.train.config import RESUME_KEYS, TrainConfig
 from models.train.objectives import OBJECTIVES
@@ -110,10 +110,8 @@ class Trainer:
             log.info(f"Caption of {item.name}: {self.captions[item.name]!r}")
         alone = [i.name for i in self.images if not (i.caption or generated.get(i.name))]
         if alone:
-            log.info(
-                f"{len(alone)} images have no caption and get the trigger word alone: "
-                + ", ".join(alone)
-            )
+            given = "the trigger word alone" if self.config.trigger_word else "an empty one"
+            log.info(f"{len(alone)} images have no caption and get {given}: " + ", ".join(alone))
         self.samples = data.make_samples(self.images, self.config.resolutions)
         self.sample_index = {sample: i for i, sample in enumerate(self.samples)}
         global_batch = self.config.batch_size * self.world
@@ -255,6 +253,22 @@ class Trainer:
         log.info(f"Resuming from {found} at step {step} of {self.config.steps}")
         return step
 
+    def _step(self, wrapped, params, optimizer, step: int) -> float:
+        """One optimizer step; returns its loss averaged over the processes."""
+        loss = self._loss(wrapped, step, self.schedule.batch(step))
+        self.accelerator.backward(loss)
+        self.accelerator.clip_grad_norm_(params, 1.0)
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+        return float(self.accelerator.reduce(loss.detach(), "mean"))
+
+    def _stop_asked(self, pressed: bool) -> bool:
+        """Whether any process saw Ctrl-C: all of them then stop before the same step."""
+        if self.world == 1:
+            return pressed
+        flag = torch.tensor([float(pressed)], device=self.accelerator.device)
+        return bool(self.accelerator.reduce(flag, "sum").item())
+
     def run(self, resume: Path | None = None) -> Result:
         from peft.utils import get_peft_model_state_dict
 
@@ -272,21 +286,20 @@ class Trainer:
         last_saved, started, warm, losses = start, time.perf_counter(), 0.0, []
         step = start
         try:
-            for step in range(start, steps):
-                loss = self._loss(wrapped, step, self.schedule.batch(step))
-                self.accelerator.backward(loss)
-                self.accelerator.clip_grad_norm_(params, 1.0)
-                optimizer.step()
-                optimizer.zero_grad(set_to_none=True)
-                losses.append(float(self.accelerator.reduce(loss.detach(), "mean")))
-                done = step + 1
-                if done == start + 1:
-                    warm = time.perf_counter()  # speed is measured after the first step
-                self._progress(done, start, started, losses)
-                if every and done % every == 0 and done < steps and self.main:
-                    sd = get_peft_model_state_dict(model)
-                    checkpoint.save(self.out_dir, done, sd, optimizer.state_dict(), self._state())
-                    last_saved = done
+            with interrupt.deferred() as pressed:
+                for step in range(start, steps):
+                    if self._stop_asked(pressed()):
+                        raise KeyboardInterrupt
+                    losses.append(self._step(wrapped, params, optimizer, step))
+                    done = step + 1
+                    if done == start + 1:
+                        warm = time.perf_counter()  # speed is measured after the first step
+                    self._progress(done, start, started, losses)
+                    if every and done % every == 0 and done < steps and self.main:
+                        lora = get_peft_model_state_dict(model)
+                        state = optimizer.state_dict()
+                        checkpoint.save(self.out_dir, done, lora, state, self._state())
+                        last_saved = done
         except KeyboardInterrupt:
             where = checkpoint.find(self.out_dir) if last_saved > 0 else None
             log.info(
