@@ -42,7 +42,8 @@ def train(
     trigger_word: str = Input(
         description=(
             "A rare word the LoRA learns to associate with your images, e.g. TOK. It is put "
-            "in front of every caption that lacks it; use it in prompts later."
+            "in front of every caption that lacks it; use it in prompts later. Empty: "
+            "captions are trained as written (e.g. regularisation images without the word)."
         ),
         default="TOK",
     ),
