@@ -150,6 +150,23 @@ def test_train_mini_rebuilds_bit_for_bit(tmp_path):
     assert train(tmp_path / "b") == first
 
 
+@pytest.mark.parametrize("family", ["flux", "sdxl"])
+def test_train_mini_embeds_prompts_as_served_whatever_ran_before(family):
+    """The denoiser's second stage trains on the same prompt embeddings whether the VAE
+    was trained just before in the same process or not (the committed weights came from
+    both), and they are the served pipeline's: encoders in eval mode, no dropout."""
+    from tools import mini_flux, mini_sdxl
+
+    trainer = {"flux": mini_flux, "sdxl": mini_sdxl}[family]
+    pipe = trainer.build(0)
+    assert not pipe.text_encoder.training and not pipe.text_encoder_2.training
+    prompts = ["a red circle on a blue background"]
+    first = trainer.encode_prompts(pipe, prompts)[prompts[0]]
+    torch.manual_seed(12345)
+    again = trainer.encode_prompts(pipe, prompts)[prompts[0]]
+    assert all(torch.equal(a, b) for a, b in zip(first, again, strict=True))
+
+
 def test_the_vae_data_has_random_colours_in_the_share_asked_repeatably():
     from tools.mini_data import Batches
 

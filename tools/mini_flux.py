@@ -37,11 +37,14 @@ def build(seed: int):
     torch.manual_seed(seed)
     tokenizer = clip_tokenizer(words=WORDS)
     tokenizer_2 = t5_tokenizer(MAX_SEQUENCE_LENGTH, words=WORDS, chars=_T5_CHARS)
-    t5 = t5_encoder(DIMS, len(tokenizer_2))
+    # eval(): the encoders embed prompts as the served pipeline does. In training mode
+    # T5's dropout (0.1) would perturb them, drawing on the global random state.
+    t5 = t5_encoder(DIMS, len(tokenizer_2)).eval()
     transformer = flux_transformer(DIMS, guidance=False)
+    clip = clip_text_model(len(tokenizer), hidden=64, projection=DIMS.pooled_dim).eval()
     return FluxPipeline(
         scheduler=flux_scheduler(guidance=False),
-        text_encoder=clip_text_model(len(tokenizer), hidden=64, projection=DIMS.pooled_dim),
+        text_encoder=clip,
         tokenizer=tokenizer,
         text_encoder_2=t5,
         tokenizer_2=tokenizer_2,

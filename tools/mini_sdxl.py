@@ -74,10 +74,11 @@ def build(seed: int):
     tokenizer = clip_tokenizer(words=WORDS)
     return StableDiffusionXLPipeline(
         vae=mini_vae.build(4, flux=False),
-        text_encoder=clip_text_model(len(tokenizer), hidden=TEXT_WIDTH),
+        # eval(), as served (their dropout is 0: training mode would not change them)
+        text_encoder=clip_text_model(len(tokenizer), hidden=TEXT_WIDTH).eval(),
         text_encoder_2=clip_text_model(
             len(tokenizer), hidden=TEXT_WIDTH, projection=TEXT_WIDTH, with_projection=True
-        ),
+        ).eval(),
         tokenizer=tokenizer,
         tokenizer_2=clip_tokenizer(words=WORDS),
         unet=unet(),
