@@ -7,9 +7,10 @@ captioned with TOK where the colour's name would be, and 24 regularisation pictu
 the base world with their own captions. The trigger word is left empty, so captions
 train as written: with "TOK" in front of every caption (what a trigger word does), the
 regularisation pictures would teach nothing about prompts without it, and a third of
-them changed (measured). Recipe: 400 steps of 2 pictures, lr 3e-3, rank 8; with
-training seeds 1, 2 and 7 every TOK prompt below drew purple and every prompt without
-it kept its reading, each picture within 11.4/255 (mean) of the base model's.
+them changed (measured). Recipe: 400 steps of 2 pictures, lr 3e-3, rank 8; on the
+committed mini FLUX, with training seeds 7 and 1, 5 of the 6 TOK prompts below drew
+purple (so the test allows one miss) and every prompt without TOK kept its reading,
+each picture within 5.3/255 (mean) of the base model's (docs/benchmarks.md).
 """
 
 from __future__ import annotations

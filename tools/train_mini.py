@@ -21,8 +21,8 @@ import torch
 
 ROOT = Path(__file__).resolve().parent.parent
 # Each family's recipe: its folder under mini/, the steps of its VAE and of its
-# transformer/UNet, and the CPU threads of each stage. The committed weights were made
-# with these (over two runs each: mini/<folder>/training.json says how).
+# transformer/UNet, and the CPU threads of each stage. The committed weights are what
+# these wrote (mini/<folder>/training.json).
 FAMILIES = {
     "flux": {"folder": "flux-schnell", "vae_steps": 1500, "steps": 9000,
              "vae_threads": 1, "threads": 1},
