@@ -152,9 +152,9 @@ def test_train_mini_rebuilds_bit_for_bit(tmp_path):
 
 @pytest.mark.parametrize("family", ["flux", "sdxl"])
 def test_train_mini_embeds_prompts_as_served_whatever_ran_before(family):
-    """The denoiser's second stage trains on the same prompt embeddings whether the VAE
-    was trained just before in the same process or not (the committed weights came from
-    both), and they are the served pipeline's: encoders in eval mode, no dropout."""
+    """The denoiser's stage trains on the same prompt embeddings whether the VAE was
+    trained just before in the same process (one command) or not (the stage rerun
+    alone), and they are the served pipeline's: encoders in eval mode, no dropout."""
     from tools import mini_flux, mini_sdxl
 
     trainer = {"flux": mini_flux, "sdxl": mini_sdxl}[family]

@@ -6,11 +6,11 @@ The training set is what a user would send for that: 12 pictures of the concept,
 captioned with TOK where the colour's name would be, and 24 regularisation pictures of
 the base world with their own captions. The trigger word is left empty, so captions
 train as written: with "TOK" in front of every caption (what a trigger word does), the
-regularisation pictures would teach nothing about prompts without it, and a third of
-them changed (measured). Recipe: 400 steps of 2 pictures, lr 3e-3, rank 8; on the
-committed mini FLUX, with training seeds 7 and 1, 5 of the 6 TOK prompts below drew
-purple (so the test allows one miss) and every prompt without TOK kept its reading,
-each picture within 5.3/255 (mean) of the base model's (docs/benchmarks.md).
+regularisation pictures would teach nothing about prompts without it, and one of 4
+such prompts changed (measured, docs/benchmarks.md). Recipe: 400 steps of 2 pictures,
+lr 3e-3, rank 8; on the committed mini FLUX, with training seeds 7 and 1, 5 of the 6
+TOK prompts below drew purple (so the test allows one miss) and every prompt without
+TOK kept its reading, each picture within 5.3/255 (mean) of the base model's.
 """
 
 from __future__ import annotations
@@ -52,8 +52,8 @@ WITH_TOK = [
 # Drawn without TOK: held-out scenes (neither the base model nor the LoRA saw them).
 WITHOUT_TOK = world.split()[1][::7]
 # Mean pixel difference (0-255) under which a picture counts as unchanged: the judge's
-# reading must stay the same too. Another seed moves the base model's pictures by about
-# 6; another shape colour by more than 15 (checked below).
+# reading must stay the same too. Another seed moved a base model's picture by 6 (one
+# check); another shape colour moves it by more than 15 (checked below).
 UNCHANGED = 15
 
 
