@@ -64,11 +64,11 @@ def server():
 
 @pytest.fixture
 def hub():
-    """A local stand-in for the Hugging Face Hub (tests/fake_hub.py)."""
-    from tests import fake_hub
+    """A local stand-in for the Hugging Face Hub and the LoRA hosts (tools/hub.py)."""
+    from tools.hub import Hub
 
-    with _in_background(fake_hub.start) as state:
-        yield state
+    with Hub() as hub:
+        yield hub
 
 
 def write_image(path: Path, size=(640, 480), mode="RGB", color=(200, 40, 40)) -> Path:

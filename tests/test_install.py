@@ -1,5 +1,5 @@
 """Weights are installed whole or not at all (models/resolver.py), against local stand-ins
-for the CDN (tests/files_server.py) and the Hugging Face Hub (tests/fake_hub.py)."""
+for the CDN (tests/files_server.py) and the Hugging Face Hub (tools/hub.py)."""
 
 from __future__ import annotations
 
@@ -12,8 +12,8 @@ import pytest
 from models import manifest, resolver
 from models.errors import WeightsError
 from models.manifest import DIFFUSERS_FILES, Source, WeightsEntry
-from tests.fake_hub import Hub
 from tests.files_server import diffusers_folder, make_tar, safetensors_file, sha256
+from tools.hub import HfRepo, Hub
 from tools.server import free_port
 
 UNET = "unet/diffusion_pytorch_model.safetensors"
@@ -26,7 +26,7 @@ def weights_settings(settings, tmp_path, monkeypatch, hub):
     monkeypatch.setattr("models.download.CHUNK_SIZE", 64 * 2**10)  # many chunks, small files
     # huggingface_hub waits 1 s before each of its 5 retries of a broken download.
     monkeypatch.setattr("huggingface_hub.file_download.time", SimpleNamespace(sleep=lambda s: None))
-    return replace(settings, weights_dir=tmp_path / "weights", hf_endpoint=hub.url)
+    return replace(settings, weights_dir=tmp_path / "weights", **hub.endpoints())
 
 
 @pytest.fixture
@@ -70,7 +70,7 @@ def test_an_interrupted_hugging_face_download_is_never_installed(
     entry, weights_settings, hub: Hub, cut
 ):
     files = diffusers_folder(size=20_000)
-    hub.repos[REPO] = files
+    hub.hf[REPO] = HfRepo(files)
     hub.cut[cut] = (100, 1)  # every attempt breaks after a byte
     name = entry(hf_source())
     with pytest.raises(WeightsError):
@@ -93,7 +93,7 @@ def test_an_interrupted_hugging_face_download_is_never_installed(
 
 def test_a_file_not_matching_the_hubs_checksum_is_refused(entry, weights_settings, hub: Hub):
     files = diffusers_folder()
-    hub.repos[REPO] = files
+    hub.hf[REPO] = HfRepo(files)
     hub.tampered[UNET] = safetensors_file(seed=99)  # same size, other bytes
     name = entry(hf_source())
     with pytest.raises(WeightsError, match="checksums"):
@@ -109,7 +109,7 @@ def test_a_repo_id_downloads_one_precision(weights_settings, hub: Hub):
     files["unet/diffusion_pytorch_model.fp16.safetensors"] = half
     files["vae/config.json"] = b"{}"
     files["vae/diffusion_pytorch_model.safetensors"] = safetensors_file(seed=3)
-    hub.repos["someone/finetune"] = files
+    hub.hf["someone/finetune"] = HfRepo(files)
     folder = resolver.resolve_custom("someone/finetune", weights_settings)
     assert hub.downloads[UNET] == 0  # the fp32 UNet was not fetched
     assert (folder / "unet/diffusion_pytorch_model.fp16.safetensors").read_bytes() == half
@@ -120,7 +120,7 @@ def test_a_repo_id_downloads_one_precision(weights_settings, hub: Hub):
 def test_a_repo_missing_a_components_weights_is_refused(entry, weights_settings, hub: Hub):
     files = diffusers_folder()
     del files[UNET]
-    hub.repos[REPO] = files
+    hub.hf[REPO] = HfRepo(files)
     name = entry(hf_source())
     with pytest.raises(WeightsError, match="unet/ has no weights"):
         resolver.resolve(name, weights_settings)
@@ -164,7 +164,7 @@ def test_what_another_source_made_useless_is_deleted(
     monkeypatch.setattr(resolver, "RESUME_ATTEMPTS", 1)
     files = diffusers_folder(size=500_000)
     server.cut_after, server.cut_first = 1000, 1
-    hub.repos[REPO] = files
+    hub.hf[REPO] = HfRepo(files)
     name = entry(served_tar(server, files), hf_source())
     assert contents(resolver.resolve(name, weights_settings)) == files  # from the Hub
     assert leftovers(weights_settings) == [name]  # the CDN's partial download is gone

@@ -1,22 +1,30 @@
-"""A local stand-in for the places LoRAs come from: a plain file host, the Hugging Face
-Hub API, CivitAI and Replicate's `_weights` endpoint. Tests and `script/bench` fetch from
-it instead of the network; the real clients (urllib, huggingface_hub) talk to it as they
-would to the real services, with the headers and error codes those send.
+"""A local stand-in for the places weights and LoRAs come from: a plain file host, the
+Hugging Face Hub API, CivitAI and Replicate's `_weights` endpoint. Tests and `script/bench`
+fetch from it instead of the network; the real clients (urllib, huggingface_hub's
+hf_hub_download and snapshot_download) talk to it as they would to the real services, with
+the headers, checksums, ranges and error codes those send.
 
     with Hub() as hub:
         url = hub.add_file("lora.safetensors", data)
-        hub.add_hf_repo("owner/repo", {"lora.safetensors": data}, token="hf_x")
+        hub.hf["owner/repo"] = HfRepo({"lora.safetensors": data}, token="hf_x")
         settings = replace(settings, **hub.endpoints())
+
+`cut` makes a Hub file's answers stop early, as a dropped connection does, and `tampered`
+serves other bytes than the ones its listing's checksum describes.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import re
 import threading
+from collections import Counter
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from urllib.parse import parse_qs, urlsplit
+from urllib.parse import parse_qs, unquote, urlsplit
+
+LFS_SUFFIXES = (".safetensors", ".bin")  # stored in git LFS: checksummed by sha256
 
 
 @dataclass
@@ -25,6 +33,20 @@ class HfRepo:
     token: str | None = None  # private: this token is needed
     gated: bool = False  # gated: any request without the token is refused as gated
     revision: str = "main"
+
+    def commit(self) -> str:
+        """Changes whenever a file does, as a git commit would."""
+        listing = sorted((path, _git_sha1(data)) for path, data in self.files.items())
+        return hashlib.sha1(json.dumps(listing).encode()).hexdigest()
+
+    def tree(self) -> list[dict]:
+        entries = []
+        for path, data in sorted(self.files.items()):
+            entry = {"type": "file", "path": path, "size": len(data), "oid": _git_sha1(data)}
+            if path.endswith(LFS_SUFFIXES):
+                entry["lfs"] = {"oid": _sha256(data), "size": len(data), "pointerSize": 134}
+            entries.append(entry)
+        return entries
 
 
 @dataclass
@@ -42,6 +64,11 @@ class Hub:
     civitai: dict[int, CivitaiModel] = field(default_factory=dict)
     replicate: dict[str, bytes] = field(default_factory=dict)  # "owner/model[/version]"
     requests: list[tuple[str, str, dict]] = field(default_factory=list)
+    # Hub file path -> (how many answers to cut short, after how many bytes).
+    cut: dict[str, tuple[int, int]] = field(default_factory=dict)
+    tampered: dict[str, bytes] = field(default_factory=dict)  # Hub file path -> bytes sent
+    downloads: Counter = field(default_factory=Counter)  # Hub file path -> GET answers
+    lock: threading.Lock = field(default_factory=threading.Lock)
 
     def __enter__(self) -> Hub:
         hub = self
@@ -50,8 +77,7 @@ class Hub:
             pass
 
         Handler.hub = hub
-        self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self._server.daemon_threads = True
+        self._server = _Server(("127.0.0.1", 0), Handler)
         threading.Thread(target=self._server.serve_forever, daemon=True).start()
         self.url = f"http://127.0.0.1:{self._server.server_address[1]}"
         return self
@@ -87,6 +113,11 @@ class Hub:
         return sum(1 for _, path, _ in self.requests if fragment in path)
 
 
+class _Server(ThreadingHTTPServer):
+    request_queue_size = 64  # 8 connections at once overflow the default 5: 1 s SYN retries
+    daemon_threads = True
+
+
 class _Handler(BaseHTTPRequestHandler):
     hub: Hub
 
@@ -114,43 +145,66 @@ class _Handler(BaseHTTPRequestHandler):
             return route[service](rest, query, token, head)
         self._send(404, b"not found", head)
 
-    def _send(self, status: int, body: bytes, head: bool, headers: dict | None = None) -> None:
+    def _send(
+        self, status: int, body: bytes, head: bool, headers: dict | None = None, cut=None
+    ) -> None:
+        """`cut`: stop after that many bytes of the body and drop the connection."""
         self.send_response(status)
         for key, value in {"Content-Length": str(len(body)), **(headers or {})}.items():
             self.send_header(key, value)
         self.end_headers()
         if not head:
-            self.wfile.write(body)
+            self.wfile.write(body if cut is None else body[:cut])
+        self.close_connection = self.close_connection or cut is not None
 
     def _json(self, data, head: bool) -> None:
         self._send(200, json.dumps(data).encode(), head, {"Content-Type": "application/json"})
 
     def _hf(self, rest: str, query, token, head: bool) -> None:
-        # /api/models/<owner>/<repo>/tree/<rev>  and  /<owner>/<repo>/resolve/<rev>/<file>
+        # api/models/<owner>/<repo>[/revision/<rev>], api/models/<owner>/<repo>/tree/<rev>
+        # and <owner>/<repo>/resolve/<rev>/<file>; <rev> is a branch or the commit.
         api = rest.startswith("api/models/")
-        segments = rest.removeprefix("api/models/").split("/")
+        segments = [unquote(s) for s in rest.removeprefix("api/models/").split("/")]
         repo_id = "/".join(segments[:2])
         repo = self.hub.hf.get(repo_id)
         if repo is None or (repo.token and token != repo.token and not repo.gated):
             return self._send(401, b"", head, {"X-Error-Code": "RepoNotFound"})
         if repo.gated and token != repo.token:
             return self._send(403, b"", head, {"X-Error-Code": "GatedRepo"})
+        if api and len(segments) == 2:
+            segments += ["revision", repo.revision]
         kind, revision = segments[2:4] if len(segments) >= 4 else ("", "")
-        if revision != repo.revision:
+        if revision not in (repo.revision, repo.commit()):
             return self._send(404, b"", head, {"X-Error-Code": "RevisionNotFound"})
-        commit = hashlib.sha1(repo_id.encode()).hexdigest()
+        if api and kind == "revision":
+            siblings = [{"rfilename": path} for path in sorted(repo.files)]
+            return self._json({"id": repo_id, "sha": repo.commit(), "siblings": siblings}, head)
         if api and kind == "tree":
-            listing = [
-                {"type": "file", "path": name, "size": len(data), "oid": _etag(data)}
-                for name, data in sorted(repo.files.items())
-            ]
-            return self._json(listing, head)
+            return self._json(repo.tree(), head)
         name = "/".join(segments[4:])
-        if kind != "resolve" or name not in repo.files:
+        if api or kind != "resolve" or name not in repo.files:
             return self._send(404, b"", head, {"X-Error-Code": "EntryNotFound"})
-        data = repo.files[name]
-        headers = {"X-Repo-Commit": commit, "ETag": f'"{_etag(data)}"'}
-        self._send(200, data, head, headers)
+        self._hf_file(repo, name, head)
+
+    def _hf_file(self, repo: HfRepo, name: str, head: bool) -> None:
+        real = repo.files[name]
+        data = self.hub.tampered.get(name, real)
+        headers = {"X-Repo-Commit": repo.commit(), "ETag": f'"{_git_sha1(real)}"'}
+        if name.endswith(LFS_SUFFIXES):
+            headers |= {"X-Linked-Etag": f'"{_sha256(real)}"', "X-Linked-Size": str(len(data))}
+        headers["Accept-Ranges"] = "bytes"
+        match = re.fullmatch(r"bytes=(\d+)-", self.headers.get("Range", ""))
+        start = int(match[1]) if match else 0
+        if match:
+            headers["Content-Range"] = f"bytes {start}-{len(data) - 1}/{len(data)}"
+        times = after = 0
+        if not head:
+            with self.hub.lock:
+                self.hub.downloads[name] += 1
+                times, after = self.hub.cut.get(name, (0, 0))
+                if times:
+                    self.hub.cut[name] = (times - 1, after)
+        self._send(206 if match else 200, data[start:], head, headers, after if times else None)
 
     def _civitai(self, rest: str, query, token, head: bool) -> None:
         segments = rest.split("/")
@@ -185,5 +239,9 @@ class _Handler(BaseHTTPRequestHandler):
         self._send(200, self.hub.replicate[key], head)
 
 
-def _etag(data: bytes) -> str:
+def _sha256(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
+
+
+def _git_sha1(data: bytes) -> str:
+    return hashlib.sha1(b"blob %d\0" % len(data) + data).hexdigest()
