@@ -130,3 +130,16 @@ def test_tests_do_not_inherit_the_shells_settings():
 
     assert {"MODEL_WEIGHTS", "SAFETY_CHECKER", "MODEL_NAME", "WEIGHTS_DIR"} <= set(DROPPED)
     assert not set(DROPPED) & set(os.environ)
+
+
+@pytest.mark.parametrize("cls_name", PREDICTORS)
+def test_schema_is_byte_for_byte_the_committed_one(cls_name, tmp_path):
+    """Every input name, type, range, default and description, and the train inputs, as
+    `cog build` writes them: tests/schemas/<class>.json. A change to an input must change
+    that file too (regenerate it with tools.schema.write_schema and review the diff)."""
+    from tools.schema import write_schema
+    from tools.select import TRAIN_REF
+
+    written = write_schema(f"predict.py:{cls_name}", REPO_ROOT, into=tmp_path, train_ref=TRAIN_REF)
+    committed = REPO_ROOT / "tests" / "schemas" / f"{cls_name}.json"
+    assert written.read_bytes() == committed.read_bytes()
