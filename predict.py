@@ -11,11 +11,11 @@ from typing import Optional
 from cog import BasePredictor, CancelationException, Input, Path, Secret
 
 import cog_fixes  # noqa: F401  (applied on import)
-from models import shutdown
-from models.families import FAMILIES
-from models.flux import FluxInputs
+from models.flux.plan import FluxInputs
 from models.log import to_stdout
-from models.sdxl import SDXLInputs
+from models.sdxl.plan import SDXLInputs
+from models.serving import shutdown
+from models.serving.families import FAMILIES
 from models.settings import load_settings
 from models.specs import get_spec
 

@@ -28,7 +28,7 @@ class Settings:
     # Replaces the variant's main weights (e.g. an SDXL fine-tune): a local diffusers
     # folder, a single .safetensors checkpoint, or a Hugging Face repo id (owner/name).
     model_weights: str | None = None
-    # Downloaded LoRAs (models/lora_cache.py) and the disk space they may use.
+    # Downloaded LoRAs (models/loras/cache.py) and the disk space they may use.
     lora_cache_dir: Path = REPO_ROOT / "weights" / "lora-cache"
     lora_cache_gb: float = 20.0
     # LoRAs kept loaded on the device between requests (least recently used unloaded).
@@ -50,7 +50,7 @@ class Settings:
     # is asked to stop, before they are cancelled.
     shutdown_grace_s: float = 25.0
     # Written by tools/server.py when the server is asked to stop; holds the time after
-    # which the worker cancels what is still running (models/shutdown.py). None: not run
+    # which the worker cancels what is still running (models/serving/shutdown.py). None: not run
     # by tools/server.py, so nothing tells the worker.
     drain_file: Path | None = None
 

@@ -64,8 +64,8 @@ def server():
 
 @pytest.fixture
 def hub():
-    """A local stand-in for the Hugging Face Hub and the LoRA hosts (tools/hub.py)."""
-    from tools.hub import Hub
+    """A local stand-in for the Hugging Face Hub and the LoRA hosts (tools/fixtures/hub.py)."""
+    from tools.fixtures.hub import Hub
 
     with Hub() as hub:
         yield hub
@@ -132,7 +132,7 @@ def assert_plan_rejects(model, tmp_path: Path, inputs: dict, words: list[str]) -
 def compiled_flux(settings, tmp_path_factory):
     """tiny-flux-dev with its go_fast model compiled on this CPU (COMPILE=on), LoRA slots
     of rank 8, warmed up at setup as on a GPU. Compiling takes minutes here: share it."""
-    from models.flux import FluxModel
+    from models.flux.model import FluxModel
     from models.specs import get_spec
 
     folder = tmp_path_factory.mktemp("compiled-flux")

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from tests.conftest import image_bytes
-from tools.bench import bench, bench_training
+from tools.bench.e2e import bench, bench_training
 
 pytestmark = pytest.mark.server
 
@@ -27,8 +27,8 @@ def test_bench_reports_setup_server_bare_and_safety_figures():
 
 
 def test_bench_lora_reports_each_load_path_and_the_request_ratio():
-    from tools.bench import request_inputs
-    from tools.bench_lora import bench_lora
+    from tools.bench.e2e import request_inputs
+    from tools.bench.lora import bench_lora
 
     inputs = request_inputs("tiny-flux-schnell", megapixels="0.25", steps=1)
     result = bench_lora("tiny-flux-schnell", inputs, runs=1, rank=4, compile_it=False)
@@ -45,7 +45,7 @@ def test_bench_lora_reports_each_load_path_and_the_request_ratio():
 
 
 def test_go_fast_bench_parts_measure_the_compiled_model(compiled_flux, tmp_path):
-    from tools.bench_fast import size_requests, step_seconds
+    from tools.bench.fast import size_requests, step_seconds
 
     inputs = {"prompt": "x", "megapixels": "0.25", "num_inference_steps": 2, "seed": 1}
     assert step_seconds(compiled_flux, inputs, go_fast=True, runs=1) > 0
@@ -58,15 +58,15 @@ def test_go_fast_bench_parts_measure_the_compiled_model(compiled_flux, tmp_path)
 
 
 def test_go_fast_bench_setup_runs_in_a_fresh_process():
-    from tools.bench_fast import setup_in_fresh_process
+    from tools.bench.fast import setup_in_fresh_process
 
     env = {"COMPILE": "off", "FP8": "off", "SAFETY_CHECKER": "0"}
     assert setup_in_fresh_process("tiny-flux-schnell", env) > 0
 
 
 def test_stage_shares_cover_every_stage_of_a_request():
-    from tools.bench import request_inputs
-    from tools.bench_stages import bench_stages
+    from tools.bench.e2e import request_inputs
+    from tools.bench.stages import bench_stages
 
     inputs = request_inputs("tiny-flux-schnell", megapixels="0.25", steps=2)
     result = bench_stages("tiny-flux-schnell", inputs, runs=1, go_fast=False)
@@ -88,7 +88,7 @@ def test_stage_shares_cover_every_stage_of_a_request():
 @pytest.mark.parametrize("model", ["flux-dev", "sdxl"])
 def test_full_size_bench_runs_its_real_architectures_code_at_toy_size(model):
     # The same builders and timing loop as --full-size on a GPU, with SMOKE dims on a CPU.
-    from tools.bench_full import SMOKE, bench_full
+    from tools.bench.full import SMOKE, bench_full
 
     result = bench_full(model, runs=1, dims=SMOKE, size=512, steps=1, configs=("eager",))
     assert result["size"] == "512x512" and result["eager_s"] > 0

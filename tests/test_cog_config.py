@@ -10,10 +10,10 @@ import pytest
 import yaml
 
 import predict
-from models.imaging import SUPPORTED_FORMATS
-from models.outputs import OUTPUT_FORMATS
+from models.request.imaging import SUPPORTED_FORMATS
+from models.request.outputs import OUTPUT_FORMATS
+from models.request.sizes import ASPECT_RATIOS, MATCH_INPUT, MEGAPIXELS
 from models.settings import REPO_ROOT
-from models.sizes import ASPECT_RATIOS, MATCH_INPUT, MEGAPIXELS
 from models.specs import SPECS
 from tools.schema import openapi_schema
 from tools.select import cog_sdk_version, render, selected_model, user_environment, write

@@ -1,4 +1,4 @@
-"""models/download.py against a local HTTP server that serves in-memory payloads."""
+"""models/weights/download.py against a local HTTP server that serves in-memory payloads."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ import tarfile
 
 import pytest
 
-from models.download import DownloadError, download_url
+from models.weights.download import DownloadError, download_url
 from tests.files_server import Server, make_tar, payload
 from tools.server import free_port
 
@@ -278,7 +278,7 @@ def test_an_interrupted_extraction_resumes_without_downloading_again(server, tmp
 
 
 def test_a_tar_never_needs_twice_its_size_on_disk(tmp_path, monkeypatch):
-    from models import unpack
+    from models.weights import unpack
 
     members = big_tar_members()
     archive = tmp_path / "w.tar"

@@ -11,8 +11,9 @@ import torch
 from PIL import Image
 
 from models.errors import InputError
-from models.flux import FluxInputs, FluxModel, plan
-from models.sizes import ASPECT_RATIOS
+from models.flux.model import FluxModel
+from models.flux.plan import FluxInputs, plan
+from models.request.sizes import ASPECT_RATIOS
 from models.specs import get_spec
 from tests.conftest import assert_plan_rejects, write_image
 
@@ -192,7 +193,7 @@ def test_model_weights_single_file_replaces_only_the_transformer(settings, tmp_p
     from diffusers import FluxTransformer2DModel
     from safetensors.torch import save_file
 
-    from models.resolver import resolve
+    from models.weights.resolver import resolve
 
     folder = resolve("tiny-flux-schnell", settings)
     transformer = FluxTransformer2DModel.from_pretrained(folder, subfolder="transformer")
@@ -216,8 +217,8 @@ def test_inpainting_keeps_the_black_area_in_latent_space(dev, tmp_path):
     # and the VAE decoder then mixes some of the repainted half into it, so the check is
     # exact in latents. FLUX's pipeline encodes the input with a sample of the VAE's
     # distribution, drawn first from the request's generator: the same draw here.
-    from models.lora_sources import Tokens
-    from models.requests import seeded_generator
+    from models.loras.sources import Tokens
+    from models.request.job import seeded_generator
 
     y, x = np.mgrid[0:256, 0:256]
     picture = np.stack([x, y, 255 - (x + y) // 2], -1).astype(np.uint8)

@@ -14,15 +14,17 @@ import torch
 import torch._dynamo.utils as dynamo_utils
 from PIL import Image
 
-from models.fast import FastPlan, linear_weight_bytes, load_compile_cache, plan_fast
-from models.flux import FluxInputs, FluxModel
-from models.lora_sources import Tokens
-from models.requests import Job, seeded_generator
-from models.sdxl import SDXLInputs, SDXLModel
-from models.sizes import ASPECT_RATIOS
+from models.engine.fast import FastPlan, linear_weight_bytes, load_compile_cache, plan_fast
+from models.flux.model import FluxModel
+from models.flux.plan import FluxInputs
+from models.loras.sources import Tokens
+from models.request.job import Job, seeded_generator
+from models.request.sizes import ASPECT_RATIOS
+from models.sdxl.model import SDXLModel
+from models.sdxl.plan import SDXLInputs
 from models.specs import get_spec
 from tests.conftest import fast_settings, write_image
-from tools.loras import flux_lora, sdxl_lora
+from tools.fixtures.loras import flux_lora, sdxl_lora
 
 STEP = dict(num_inference_steps=1, seed=5, output_format="png")
 

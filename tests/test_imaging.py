@@ -6,7 +6,13 @@ import pytest
 from PIL import Image
 
 from models.errors import InputError
-from models.imaging import MAX_INPUT_BYTES, MAX_INPUT_PIXELS, load_image, load_mask, resize_image
+from models.request.imaging import (
+    MAX_INPUT_BYTES,
+    MAX_INPUT_PIXELS,
+    load_image,
+    load_mask,
+    resize_image,
+)
 
 
 @pytest.fixture

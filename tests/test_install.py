@@ -1,5 +1,5 @@
-"""Weights are installed whole or not at all (models/resolver.py), against local stand-ins
-for the CDN (tests/files_server.py) and the Hugging Face Hub (tools/hub.py)."""
+"""Weights are installed whole or not at all (models/weights/resolver.py), against local stand-ins
+for the CDN (tests/files_server.py) and the Hugging Face Hub (tools/fixtures/hub.py)."""
 
 from __future__ import annotations
 
@@ -9,11 +9,11 @@ from types import SimpleNamespace
 
 import pytest
 
-from models import manifest, resolver
 from models.errors import WeightsError
-from models.manifest import DIFFUSERS_FILES, Source, WeightsEntry
+from models.weights import manifest, resolver
+from models.weights.manifest import DIFFUSERS_FILES, Source, WeightsEntry
 from tests.files_server import diffusers_folder, make_tar, safetensors_file, sha256
-from tools.hub import HfRepo, Hub
+from tools.fixtures.hub import HfRepo, Hub
 from tools.server import free_port
 
 UNET = "unet/diffusion_pytorch_model.safetensors"
@@ -23,7 +23,9 @@ REPO = "org/model"
 @pytest.fixture
 def weights_settings(settings, tmp_path, monkeypatch, hub):
     monkeypatch.setattr(resolver, "RESUME_PAUSE_S", 0.0)
-    monkeypatch.setattr("models.download.CHUNK_SIZE", 64 * 2**10)  # many chunks, small files
+    monkeypatch.setattr(
+        "models.weights.download.CHUNK_SIZE", 64 * 2**10
+    )  # many chunks, small files
     # huggingface_hub waits 1 s before each of its 5 retries of a broken download.
     monkeypatch.setattr("huggingface_hub.file_download.time", SimpleNamespace(sleep=lambda s: None))
     return replace(settings, weights_dir=tmp_path / "weights", **hub.endpoints())

@@ -14,11 +14,13 @@ from PIL import Image
 from safetensors.torch import load_file, save_file
 
 from models.errors import InputError
-from models.flux import FluxInputs, FluxModel
-from models.sdxl import SDXLInputs, SDXLModel
+from models.flux.model import FluxModel
+from models.flux.plan import FluxInputs
+from models.sdxl.model import SDXLModel
+from models.sdxl.plan import SDXLInputs
 from models.specs import get_spec
-from tools.hub import Hub
-from tools.loras import flux_lora, sdxl_lora
+from tools.fixtures.hub import Hub
+from tools.fixtures.loras import flux_lora, sdxl_lora
 
 # A small input image at strength 1 draws from noise at its size (128x128): cheaper than
 # the smallest text-to-image size, and the same transformer and LoRA layers run.

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from models.lora_cache import LORA_FILE, LoraCache, cache_key
+from models.loras.cache import LORA_FILE, LoraCache, cache_key
 
 
 def writer(payload: bytes, calls: list | None = None, delay: float = 0.0):

@@ -11,8 +11,8 @@ import torch._dynamo.utils as dynamo_utils
 from PIL import Image
 
 from models.errors import InputError
-from models.flux import FluxInputs
-from tools.loras import flux_lora
+from models.flux.plan import FluxInputs
+from tools.fixtures.loras import flux_lora
 
 
 def generate(model, **inputs) -> np.ndarray:

@@ -13,12 +13,12 @@ import pytest
 import torch
 from safetensors.torch import save
 
-from models import lora_fetch
 from models.errors import InputError
-from models.lora_fetch import fetch_source
-from models.lora_sources import Hosts, Tokens, parse_source, pick_file
+from models.loras import fetch as lora_fetch
+from models.loras.fetch import fetch_source
+from models.loras.sources import Hosts, Tokens, parse_source, pick_file
 from tests.files_server import make_tar
-from tools.hub import CivitaiModel, HfRepo, Hub
+from tools.fixtures.hub import CivitaiModel, HfRepo, Hub
 
 LORA = save({"transformer.x.lora_A.weight": torch.ones(2, 4)}, metadata={"k": "v"})
 

@@ -1,4 +1,4 @@
-"""The mini models draw what they are told: models/judge.py reads their pictures back.
+"""The mini models draw what they are told: models/mini/judge.py reads their pictures back.
 
 Held-out prompts (scenes never shown in training), img2img keeping structure,
 inpainting changing only the masked part, and the quick start's picture through
@@ -14,11 +14,11 @@ import pytest
 import torch
 from PIL import Image
 
-from models import judge, world
-from models.families import FAMILIES
+from models.mini import judge, world
+from models.mini.data import to_tensor
+from models.serving.families import FAMILIES
 from models.specs import get_spec
-from tools.bench_quality import RECOMMENDED_GUIDANCE, draw, scene_inputs
-from tools.mini_data import to_tensor
+from tools.bench.quality import RECOMMENDED_GUIDANCE, draw, scene_inputs
 
 MODELS = ["mini-flux-schnell", "mini-sdxl"]
 
@@ -30,7 +30,7 @@ def mini(request, settings):
 
 
 def test_the_judge_reads_every_reference_scene_at_every_trained_shape():
-    from tools.mini_data import SIZES
+    from models.mini.data import SIZES
 
     for width, height in sorted(set(SIZES)):
         pairs = [(s, world.render(s, width, height)) for s in world.all_scenes()]
@@ -80,7 +80,7 @@ def test_img2img_at_low_strength_keeps_the_shape_colour_and_position(mini, tmp_p
     if mini.spec.family == "sdxl":
         # At 0.3 the mini SDXL keeps the shape and its place, not its colours: at its
         # 16x16 latents timestep 300 hides more than FLUX's noise level 0.3 does
-        # (tools/mini_sdxl.py). A known limit, stated in the README.
+        # (models/mini/sdxl.py). A known limit, stated in the README.
         assert (reading.shape, reading.position) == ("square", "left"), reading
     else:
         assert (reading.colour, reading.position) == ("yellow", "left"), reading
@@ -139,7 +139,7 @@ def test_train_mini_rebuilds_bit_for_bit(tmp_path):
     from models.settings import REPO_ROOT
 
     def train(out):
-        command = [sys.executable, "-m", "tools.train_mini", "--steps", "2", "--vae-steps", "2",
+        command = [sys.executable, "-m", "models.mini.train", "--steps", "2", "--vae-steps", "2",
                    "--out", str(out)]  # fmt: skip
         subprocess.run(command, cwd=REPO_ROOT, check=True, capture_output=True, timeout=600)
         return {p.relative_to(out): p.read_bytes() for p in sorted(out.rglob("*")) if p.is_file()}
@@ -155,7 +155,8 @@ def test_train_mini_embeds_prompts_as_served_whatever_ran_before(family):
     """The denoiser's stage trains on the same prompt embeddings whether the VAE was
     trained just before in the same process (one command) or not (the stage rerun
     alone), and they are the served pipeline's: encoders in eval mode, no dropout."""
-    from tools import mini_flux, mini_sdxl
+    from models.mini import flux as mini_flux
+    from models.mini import sdxl as mini_sdxl
 
     trainer = {"flux": mini_flux, "sdxl": mini_sdxl}[family]
     pipe = trainer.build(0)
@@ -168,7 +169,7 @@ def test_train_mini_embeds_prompts_as_served_whatever_ran_before(family):
 
 
 def test_the_vae_data_has_random_colours_in_the_share_asked_repeatably():
-    from tools.mini_data import Batches
+    from models.mini.data import Batches
 
     def colours(seed):
         scenes, x = Batches(seed, 64, recolour=0.5).next()

@@ -21,11 +21,11 @@ from dataclasses import replace
 import numpy as np
 import pytest
 
-from models import judge, world
-from models.families import FAMILIES
+from models.mini import judge, world
+from models.serving.families import FAMILIES
 from models.specs import get_spec
 from tests.train_helpers import archive, quick_run
-from tools.bench_quality import draw, scene_inputs
+from tools.bench.quality import draw, scene_inputs
 
 MODEL = "mini-flux-schnell"
 # Taught with TOK: every shape colour, shape and position.

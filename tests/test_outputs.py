@@ -5,7 +5,7 @@ import pytest
 from PIL import Image
 
 from models.errors import InputError
-from models.outputs import save_images
+from models.request.outputs import save_images
 
 
 def noise(seed=0, size=(64, 48)):

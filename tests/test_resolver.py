@@ -1,4 +1,4 @@
-"""models/resolver.py: local folder first, then build or download, else a clear error."""
+"""models/weights/resolver.py: local folder first, then build or download, else a clear error."""
 
 from __future__ import annotations
 
@@ -6,9 +6,10 @@ from dataclasses import replace
 
 import pytest
 
-from models import manifest, resolver, tiny
 from models.errors import WeightsError
-from models.manifest import Source, WeightsEntry
+from models.weights import builds as tiny
+from models.weights import manifest, resolver
+from models.weights.manifest import Source, WeightsEntry
 from tests.files_server import diffusers_folder, make_tar, safetensors_file, sha256
 from tools.server import free_port
 

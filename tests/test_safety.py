@@ -9,7 +9,7 @@ import pytest
 from PIL import Image
 
 from models.errors import WeightsError
-from models.safety import (
+from models.request.safety import (
     NSFW_MESSAGE,
     NSFWError,
     SafetyChecker,

@@ -10,12 +10,16 @@ from types import SimpleNamespace
 import pytest
 from PIL import Image
 
-from models import common, manifest, tiny
-from models.flux import FluxInputs, FluxModel
-from models.manifest import WeightsEntry
-from models.safety import NSFW_MESSAGE, NSFWError, build_tiny_compvis, build_tiny_falcon
+from models.engine import loading
+from models.flux.model import FluxModel
+from models.flux.plan import FluxInputs
+from models.request.safety import NSFW_MESSAGE, NSFWError, build_tiny_compvis, build_tiny_falcon
+from models.serving import model as serving
 from models.settings import load_settings
 from models.specs import get_spec
+from models.weights import builds as tiny
+from models.weights import manifest
+from models.weights.manifest import WeightsEntry
 
 
 def test_safety_checker_setting_is_read_from_the_environment(monkeypatch):
@@ -29,13 +33,15 @@ def test_safety_checker_setting_is_read_from_the_environment(monkeypatch):
 
 def test_disabled_deployment_neither_resolves_nor_loads_checkers(settings, monkeypatch):
     resolved = []
-    real = common.resolve
+    real = serving.resolve
 
     def spy(name, s, **kw):
         resolved.append(name)
         return real(name, s, **kw)
 
-    monkeypatch.setattr(common, "resolve", spy)
+    # The pipeline's weights resolve in models/engine/loading.py, the checkers' here.
+    monkeypatch.setattr(loading, "resolve", spy)
+    monkeypatch.setattr(serving, "resolve", spy)
     model = FluxModel(get_spec("tiny-flux-schnell"), replace(settings, safety_checker=False))
     assert model.safety is None
     assert resolved == ["tiny-flux-schnell"]
@@ -94,7 +100,7 @@ def test_only_the_safe_images_stay_on_disk(tmp_path, monkeypatch):
 
     monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
     images = [Image.new("RGB", (64, 64), c) for c in ("red", "green", "blue")]
-    paths = common.finish(
+    paths = serving.finish(
         images,
         safety=FlagsTheSecond(),
         disable_safety_checker=False,

@@ -12,22 +12,22 @@ import pytest
 import torch
 from PIL import Image
 
-from models import common
+from models.engine import loading
 from models.errors import InputError, WeightsError
-from models.lora_sources import Tokens
-from models.resolver import resolve
-from models.sdxl import (
+from models.loras.sources import Tokens
+from models.sdxl.engine import make_scheduler
+from models.sdxl.model import SDXLModel
+from models.sdxl.plan import (
     HIGH_NOISE_FRAC,
     MAX_SIDE,
     MIN_SIDE,
     REFINE_MODES,
     SCHEDULERS,
     SDXLInputs,
-    SDXLModel,
     plan,
 )
-from models.sdxl_engine import make_scheduler
 from models.specs import get_spec
+from models.weights.resolver import resolve
 from tests.conftest import assert_plan_rejects, write_image
 
 SMALL = dict(width=256, height=256, num_inference_steps=4)
@@ -248,10 +248,10 @@ def test_derived_pipelines_keep_half_precision(settings):
     from diffusers import StableDiffusionXLImg2ImgPipeline, StableDiffusionXLPipeline
 
     weights = resolve("tiny-sdxl", settings)
-    base = common.load_pipeline(
+    base = loading.load_pipeline(
         StableDiffusionXLPipeline, weights, dtype=torch.bfloat16, device="cpu"
     )
-    common.derive_pipes(base, {"img2img": StableDiffusionXLImg2ImgPipeline}, dtype=torch.bfloat16)
+    loading.derive_pipes(base, {"img2img": StableDiffusionXLImg2ImgPipeline}, dtype=torch.bfloat16)
     assert base.unet.dtype == base.vae.dtype == torch.bfloat16
 
 
@@ -282,7 +282,7 @@ def test_model_weights_file_loads_as_a_single_file_checkpoint(settings, tmp_path
 
 def test_model_weights_folder_and_repo_id_and_nonsense(settings, tmp_path, monkeypatch):
     folder = resolve("tiny-sdxl", settings)
-    assert common.main_weights(
+    assert loading.main_weights(
         get_spec("tiny-sdxl"), replace(settings, model_weights=str(folder))
     ) == (folder, None)
 
@@ -293,14 +293,14 @@ def test_model_weights_folder_and_repo_id_and_nonsense(settings, tmp_path, monke
         dest.mkdir(parents=True)
         (dest / "model_index.json").write_text("{}")
 
-    monkeypatch.setattr("models.resolver._download", fake_download)
+    monkeypatch.setattr("models.weights.resolver._download", fake_download)
     repo = replace(settings, weights_dir=tmp_path, model_weights="someone/sdxl-finetune")
-    path, config = common.main_weights(get_spec("tiny-sdxl"), repo)
+    path, config = loading.main_weights(get_spec("tiny-sdxl"), repo)
     assert (path, config) == (tmp_path / "someone--sdxl-finetune", None)
     assert fetched == ["someone/sdxl-finetune"]
 
     with pytest.raises(WeightsError, match="MODEL_WEIGHTS"):
-        common.main_weights(get_spec("tiny-sdxl"), replace(settings, model_weights="/no/such"))
+        loading.main_weights(get_spec("tiny-sdxl"), replace(settings, model_weights="/no/such"))
 
 
 def test_predictor_schema_agrees_with_the_model():

@@ -7,11 +7,11 @@ from dataclasses import replace
 
 import pytest
 
-from models.families import FAMILIES
+from models.serving.families import FAMILIES
 from models.specs import get_spec
 from tests.conftest import assert_still_serving
-from tools.hub import Hub
-from tools.loras import lora_for
+from tools.fixtures.hub import Hub
+from tools.fixtures.loras import lora_for
 from tools.server import model_ref, predict, running
 
 INPUTS = {

@@ -16,8 +16,9 @@ from dataclasses import replace
 
 import pytest
 
-from models import shutdown
-from models.flux import FluxInputs, FluxModel
+from models.flux.model import FluxModel
+from models.flux.plan import FluxInputs
+from models.serving import shutdown
 from models.settings import REPO_ROOT
 from models.specs import get_spec
 from tools.server import free_port, http_json, predict, running

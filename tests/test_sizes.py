@@ -4,7 +4,7 @@ import pytest
 from PIL import Image
 
 from models.errors import InputError
-from models.sizes import (
+from models.request.sizes import (
     ASPECT_RATIOS,
     MATCH_INPUT,
     MAX_SIDE,
@@ -141,7 +141,7 @@ def test_custom_max_side():
 
 
 def test_within_side_keeps_the_aspect_ratio_on_the_multiple():
-    from models.sizes import within_side
+    from models.request.sizes import within_side
 
     assert within_side(1024, 1024, 128, 16) == (128, 128)
     assert within_side(1344, 768, 128, 16) == (128, 80)  # 73.1 rounds to 80
@@ -150,7 +150,7 @@ def test_within_side_keeps_the_aspect_ratio_on_the_multiple():
 
 
 def test_a_job_past_the_native_side_runs_smaller_with_its_images_and_is_logged(caplog):
-    from models.requests import Job, at_native_size
+    from models.request.job import Job, at_native_size
 
     image, mask = Image.new("RGB", (512, 256), "red"), Image.new("L", (512, 256), 255)
     job = Job(prompt="x", width=512, height=256, num_outputs=1, steps=1, guidance=0, seed=0,

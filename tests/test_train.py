@@ -18,7 +18,7 @@ from safetensors.torch import load_file, save_file
 
 import train as train_py
 from models.errors import InputError
-from models.families import FAMILIES
+from models.serving.families import FAMILIES
 from models.specs import get_spec
 from models.train import kohya
 from models.train.config import TrainInputs, input_defaults, plan

@@ -12,12 +12,12 @@ from pathlib import Path
 
 import yaml
 
-from models import memory
+from models.serving import memory
 from models.specs import SPECS, get_spec
 
 REPO = Path(__file__).resolve().parent.parent
 COG_YAML = REPO / "cog.yaml"
-# Weights tars are unpacked with tarfile's filter="data" (models/unpack.py), which exists
+# Weights tars are unpacked with tarfile's filter="data" (models/weights/unpack.py), which exists
 # from Python 3.11.4 and in every 3.12; cog.yaml takes a minor version only, and "3.11"
 # does not promise a patch release, so the image gets 3.12.
 PYTHON_VERSION = "3.12"
@@ -53,7 +53,7 @@ predict: "predict.py:{spec.predictor}"
 train: "{TRAIN_REF}"
 environment:
   - MODEL_NAME={spec.name}
-  # One malloc arena keeps memory flat with coglet's thread pool (models/memory.py).
+  # One malloc arena keeps memory flat with coglet's thread pool (models/serving/memory.py).
 {runtime}{extra}"""
 
 

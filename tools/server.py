@@ -23,7 +23,7 @@ from contextlib import contextmanager, nullcontext, suppress
 from dataclasses import dataclass
 from pathlib import Path
 
-from models import memory
+from models.serving import memory
 from models.settings import load_settings
 from models.specs import get_spec
 from tools.schema import write_schema
@@ -170,7 +170,7 @@ def check_port(host: str, port: int) -> None:
 class Server:
     url: str
     proc: subprocess.Popen
-    # Written when the server is asked to stop: the worker's deadline (models/shutdown.py).
+    # Written when the server is asked to stop: the worker's deadline (models/serving/shutdown.py).
     drain_file: Path
     # The worker's TMPDIR: its input downloads and outputs.
     tmp_dir: Path
@@ -254,7 +254,7 @@ CANCEL_WAIT_S = 15.0
 
 def stop_gracefully(server: Server, grace_s: float, say=None) -> None:
     """The one stopping rule, for every client: running predictions may finish within
-    `grace_s`; past it the worker cancels them at their next step (models/shutdown.py),
+    `grace_s`; past it the worker cancels them at their next step (models/serving/shutdown.py),
     so sync clients get a terminal status in their response and async ones in their
     webhook; new predictions are refused meanwhile. Then the server exits.
 

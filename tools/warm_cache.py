@@ -11,8 +11,8 @@ import argparse
 import sys
 import time
 
-from models.families import FAMILIES
 from models.log import to_stdout
+from models.serving.families import FAMILIES
 from models.settings import load_settings
 from models.specs import SPECS, get_spec
 from tools.select import selected_model

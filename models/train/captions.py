@@ -1,5 +1,5 @@
 """Captions for training images that come without a .txt: BLIP, declared in
-models/manifest.py and fetched by the resolver like any weights. When it cannot be had
+models/weights/manifest.py and fetched by the resolver like any weights. When it cannot be had
 (offline, a failed download), those images train on the trigger word alone, logged."""
 
 from __future__ import annotations
@@ -10,9 +10,9 @@ import torch
 
 from models.errors import WeightsError
 from models.log import log
-from models.resolver import resolve
 from models.settings import Settings
 from models.specs import ModelSpec
+from models.weights.resolver import resolve
 
 MAX_WORDS = 40
 

@@ -12,7 +12,7 @@ from pathlib import Path
 
 from models.errors import InputError, check_choice, check_range
 from models.log import log
-from models.requests import resolve_seed
+from models.request.job import resolve_seed
 from models.specs import ModelSpec
 from models.train.data import parse_resolutions
 

@@ -29,8 +29,8 @@ import torch
 from PIL import Image
 
 from models.errors import InputError
-from models.imaging import MAX_INPUT_BYTES, load_image_and_alpha
 from models.log import log
+from models.request.imaging import MAX_INPUT_BYTES, load_image_and_alpha
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".webp", ".gif", ".bmp", ".tif", ".tiff")
 # Transparent pixels become this grey: it biases no colour, and the mask keeps it out

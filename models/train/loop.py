@@ -17,7 +17,7 @@ from pathlib import Path
 
 import torch
 
-from models import common
+from models.engine import loading
 from models.errors import InputError
 from models.log import log
 from models.settings import Settings
@@ -49,7 +49,7 @@ def _accelerator(spec: ModelSpec, settings: Settings):
 
     cpu = settings.device == "cpu" or not torch.cuda.is_available()
     device = str(PartialState(cpu=cpu).device)
-    dtype = common.pick_dtype(spec.dtype, "cpu" if cpu else device)
+    dtype = loading.pick_dtype(spec.dtype, "cpu" if cpu else device)
     precision = {torch.bfloat16: "bf16", torch.float16: "fp16"}.get(dtype, "no")
     return Accelerator(cpu=cpu, mixed_precision=precision), dtype
 
@@ -72,7 +72,7 @@ def _optimizer(config: TrainConfig, params: list, device: torch.device):
 
 class Trainer:
     def __init__(self, spec: ModelSpec, settings: Settings, config: TrainConfig, out_dir: Path):
-        from models.families import FAMILIES
+        from models.serving.families import FAMILIES
 
         self.spec, self.config, self.out_dir = spec, config, Path(out_dir)
         self.accelerator, self.dtype = _accelerator(spec, settings)

@@ -19,7 +19,7 @@ from safetensors.torch import save_file
 from models.log import log
 from models.train.kohya import TO_KOHYA
 
-LORA_FILE = "lora.safetensors"  # the name pick_file (models/lora_sources.py) picks first
+LORA_FILE = "lora.safetensors"  # the name pick_file (models/loras/sources.py) picks first
 KOHYA_FILE = "lora_kohya.safetensors"
 CONFIG_FILE = "config.json"
 CAPTIONS_DIR = "captions"

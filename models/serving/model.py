@@ -1,0 +1,156 @@
+"""The setup-once/predict-many model a predictor serves, and finishing its outputs
+(safety check, files). What a request asks for is decided before (models/request/), the
+diffusers work is the family's engine (models/engine/, models/flux/, models/sdxl/)."""
+
+from __future__ import annotations
+
+import shutil
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+from PIL import Image
+
+from models.engine.fast import cache_path, load_compile_cache, plan_fast, save_compile_cache
+from models.engine.loading import pick_device
+from models.log import log
+from models.loras.adapters import LoraStore
+from models.loras.cache import LoraCache
+from models.loras.sources import Hosts, Tokens
+from models.request.job import at_native_size
+from models.request.outputs import save_images
+from models.request.safety import SafetyChecker, filter_safe
+from models.serving import shutdown
+from models.settings import Settings
+from models.specs import ModelSpec
+from models.weights.resolver import resolve
+
+
+def finish(
+    images: list[Image.Image],
+    *,
+    safety: SafetyChecker | None,
+    disable_safety_checker: bool,
+    output_format: str,
+    output_quality: int,
+) -> list[Path]:
+    """Drop unsafe images (unless disabled) and write the rest as out-<i>.<ext>. Encoding
+    runs while the safety check does; files of images found unsafe are deleted before
+    anything is returned."""
+    checker = None if disable_safety_checker else safety
+    if safety is None and not disable_safety_checker:
+        log.info("Safety checker is not loaded in this deployment (SAFETY_CHECKER=0).")
+    if checker is None:
+        return save_images(images, output_format=output_format, output_quality=output_quality)
+    with ThreadPoolExecutor(max_workers=1) as pool:
+        started = time.perf_counter()
+        verdict = pool.submit(filter_safe, images, checker)
+        verdict.add_done_callback(
+            lambda _: log.info(f"Safety check took {time.perf_counter() - started:.3f}s")
+        )
+        paths = save_images(images, output_format=output_format, output_quality=output_quality)
+        try:
+            _, kept = verdict.result()
+        except BaseException:  # no image is safe: nothing of this request stays on disk
+            shutil.rmtree(paths[0].parent, ignore_errors=True)
+            raise
+    for index, path in enumerate(paths):
+        if index not in kept:
+            path.unlink()
+    return [paths[index] for index in kept]
+
+
+def load_safety(names: tuple[str, str], device: str, fetch) -> SafetyChecker:
+    compvis, falcon = (fetch(name) for name in names)
+    return SafetyChecker.load(compvis, falcon, device=device)
+
+
+def lora_store(settings: Settings) -> LoraStore:
+    cache = LoraCache(settings.lora_cache_dir, int(settings.lora_cache_gb * 1e9))
+    hosts = Hosts(settings.hf_endpoint, settings.civitai_endpoint, settings.replicate_endpoint)
+    return LoraStore(cache, hosts)
+
+
+class DiffusionModel:
+    """What a predictor does, without Cog: setup once, predict many times.
+
+    A family subclasses it with its `plan` function, `load_components` (also what
+    train.py loads) and `engine` class; the engine's generate(job, tokens) returns PIL
+    images, which are safety-checked and saved here.
+    """
+
+    plan = None  # staticmethod(plan) in a subclass: (spec, inputs) -> job
+    inputs = None  # the family's inputs dataclass
+    engine = None  # the family's engine class: (spec, components, device, ...) -> engine
+
+    @classmethod
+    def load_components(cls, spec: ModelSpec, settings: Settings, device: str, *, training=False):
+        """The family's models, loaded once (MODEL_WEIGHTS honoured). `training` leaves out
+        what only serving uses (SDXL's refiner)."""
+        raise NotImplementedError
+
+    def __init__(self, spec: ModelSpec, settings: Settings, *, components=None):
+        """`components` replaces load_components (benchmarks build random full-size ones)."""
+        started = time.perf_counter()
+        self.spec, self.settings = spec, settings
+        shutdown.configure(settings.drain_file)
+        device = pick_device(settings.device)
+        if components is None:
+            components = self.load_components(spec, settings, device)
+        self.engine = type(self).engine(
+            spec,
+            components,
+            device,
+            loras=lora_store(settings),
+            max_loras=settings.lora_max_loaded,
+            fast=plan_fast(settings.compile, settings.fp8, device),
+            lora_target_rank=settings.lora_target_rank,
+        )
+        if self.engine.fast is not None and self.engine.fast_plan.compile:
+            self.warm_up(
+                cache_path(settings.compile_cache_dir, spec.name, self.engine.fast_plan, device)
+            )
+        fetch = lambda name: resolve(name, settings)  # noqa: E731
+        self.safety = load_safety(spec.safety, device, fetch) if settings.safety_checker else None
+        self._last_outputs: Path | None = None
+        log.info(f"Loaded {spec.name} on {device} in {time.perf_counter() - started:.1f}s")
+
+    def warm_up_inputs(self) -> list:
+        """Requests that compile every graph variant the go_fast model needs."""
+        raise NotImplementedError
+
+    def warm_up(self, cache: Path) -> None:
+        """Compile the go_fast model now (from the compile cache when present), with and
+        without LoRA slots enabled, so no request pays for it."""
+        load_compile_cache(cache)
+        started = time.perf_counter()
+        slot_passes = (False, True) if self.engine.fast.slots is not None else (False,)
+        for inputs in self.warm_up_inputs():
+            job = self.plan(self.spec, inputs)
+            for idle in slot_passes:
+                self.engine.generate(job, Tokens(), warm_slots=idle)
+        log.info(f"go_fast warm-up took {time.perf_counter() - started:.1f}s")
+        save_compile_cache(cache)
+
+    def predict(self, inputs) -> list[Path]:
+        # One request at a time: by the next one, the server has sent the last one's files,
+        # and a long-running server would otherwise fill its disk with them.
+        if self._last_outputs is not None:
+            shutil.rmtree(self._last_outputs, ignore_errors=True)
+            self._last_outputs = None
+        shutdown.refuse_if_stopping()
+        job, upscale = at_native_size(
+            self.plan(self.spec, inputs), self.spec.max_native_side, self.spec.size_multiple
+        )
+        images = self.engine.generate(job, inputs.tokens())
+        if upscale is not None:
+            images = [image.resize(upscale, Image.Resampling.LANCZOS) for image in images]
+        paths = finish(
+            images,
+            safety=self.safety,
+            disable_safety_checker=inputs.disable_safety_checker,
+            output_format=inputs.output_format,
+            output_quality=inputs.output_quality,
+        )
+        self._last_outputs = paths[0].parent
+        return paths

@@ -1,0 +1,3 @@
+from tools.bench.e2e import main
+
+main()
