@@ -2,7 +2,7 @@
 
 All model logic lives in models/ (no cog import there). Input definitions stay
 literal (no computed choices) because `cog build` reads this file statically;
-tests/test_cog_config.py checks they agree with models/.
+tests/test_predict.py checks they agree with models/.
 """
 
 import typing

@@ -1,7 +1,7 @@
 """A training request as plain values, validated before any model is loaded.
 
 `TrainInputs` holds what a user sets (train.py's Cog inputs and command-line flags have
-the same names and defaults; tests/test_train.py checks they agree). `plan()`
+the same names and defaults; tests/train/test_train.py checks they agree). `plan()`
 turns it into a `TrainConfig` whose every value is final.
 """
 

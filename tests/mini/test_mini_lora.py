@@ -24,7 +24,7 @@ import pytest
 from models.mini import judge, world
 from models.serving.families import FAMILIES
 from models.specs import get_spec
-from tests.train_helpers import archive, quick_run
+from tests.train.helpers import archive, quick_run
 from tools.bench.quality import draw, scene_inputs
 
 MODEL = "mini-flux-schnell"

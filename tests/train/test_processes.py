@@ -19,7 +19,7 @@ from safetensors.torch import load_file
 
 from models.settings import REPO_ROOT
 from models.train import interrupt
-from tests.train_helpers import dataset
+from tests.train.helpers import dataset
 from tools.server import free_port, http_json, running
 
 pytestmark = pytest.mark.server

@@ -1,5 +1,5 @@
 """SDXL through the plain model API on tiny-sdxl: modes, refiners, schedulers, sizes,
-weights overrides and errors. Only what differs from FLUX (tests/test_flux.py)."""
+weights overrides and errors. Only what differs from FLUX (tests/flux/test_flux.py)."""
 
 from __future__ import annotations
 

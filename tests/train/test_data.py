@@ -11,7 +11,7 @@ from PIL import Image
 from models.errors import InputError
 from models.train import data
 from models.train.objectives import masked_mean
-from tests.train_helpers import archive, dataset, png
+from tests.train.helpers import archive, dataset, png
 
 
 def load(path, tmp_path):

@@ -213,7 +213,7 @@ def test_model_weights_single_file_replaces_only_the_transformer(settings, tmp_p
 
 
 def test_inpainting_keeps_the_black_area_in_latent_space(dev, tmp_path):
-    # As for SDXL (tests/test_sdxl.py): diffusers keeps the black area in latent space,
+    # As for SDXL (tests/sdxl/test_sdxl.py): diffusers keeps the black area in latent space,
     # and the VAE decoder then mixes some of the repainted half into it, so the check is
     # exact in latents. FLUX's pipeline encodes the input with a sample of the VAE's
     # distribution, drawn first from the request's generator: the same draw here.

@@ -22,7 +22,7 @@ from models.serving.families import FAMILIES
 from models.specs import get_spec
 from models.train import kohya
 from models.train.config import TrainInputs, input_defaults, plan
-from tests.train_helpers import dataset, quick_run
+from tests.train.helpers import dataset, quick_run
 
 
 @pytest.fixture(scope="module")
