@@ -15,7 +15,7 @@ from models.flux.plan import FluxInputs
 from models.log import to_stdout
 from models.sdxl.plan import SDXLInputs
 from models.serving import shutdown
-from models.serving.families import FAMILIES
+from models.serving.model import DiffusionModel
 from models.settings import load_settings
 from models.specs import get_spec
 
@@ -183,7 +183,7 @@ def _load(predictor: BasePredictor, default_model: str):
             f"MODEL_NAME={spec.name} is served by {spec.predictor}, not {name}. "
             f"Run `script/select {spec.name}` to point cog.yaml at the right class."
         )
-    return FAMILIES[spec.family](spec, settings)
+    return DiffusionModel(spec, settings)
 
 
 def _integer_fields(inputs_cls) -> set[str]:

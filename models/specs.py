@@ -30,6 +30,10 @@ class ModelSpec:
     size_multiple: int
     # Compute dtype on a GPU; tiny variants run in float32 everywhere.
     dtype: str
+    # The modes this variant serves and the diffusers pipeline class of each, the first
+    # loaded from the weights, the others derived from it sharing its components. plan()
+    # sets a job's mode; a mode missing here is refused.
+    pipelines: tuple[tuple[str, str], ...]
     # Manifest entry of an optional refiner (SDXL).
     refiner: str | None = None
     # What a single-file checkpoint in MODEL_WEIGHTS holds: the whole "pipeline" (SDXL
@@ -50,6 +54,14 @@ class ModelSpec:
     # then upscaled to the size asked for, and the log says so. None: no limit.
     max_native_side: int | None = None
 
+    @property
+    def modes(self) -> tuple[str, ...]:
+        return tuple(mode for mode, _ in self.pipelines)
+
+    def pipeline(self, mode: str) -> str:
+        """The diffusers pipeline class (its name) that runs `mode`."""
+        return dict(self.pipelines)[mode]
+
     def weight_entries(self, *, safety: bool = True) -> tuple[str, ...]:
         """Every manifest entry this variant loads at setup."""
         refiner = (self.refiner,) if self.refiner else ()
@@ -64,6 +76,11 @@ def _flux(name: str, **kw) -> ModelSpec:
         dtype="bfloat16",
         single_file="transformer",
         fp8_keep=("x_embedder", "context_embedder", "time_text_embed", "norm_out", "proj_out"),
+        pipelines=(
+            ("txt2img", "FluxPipeline"),
+            ("img2img", "FluxImg2ImgPipeline"),
+            ("inpaint", "FluxInpaintPipeline"),
+        ),
     )
     return ModelSpec(name=name, **{**defaults, **kw})
 
@@ -81,6 +98,11 @@ def _sdxl(name: str, **kw) -> ModelSpec:
         dtype="float16",
         scheduler="K_EULER",
         fp8_keep=("time_embedding", "add_embedding"),
+        pipelines=(
+            ("txt2img", "StableDiffusionXLPipeline"),
+            ("img2img", "StableDiffusionXLImg2ImgPipeline"),
+            ("inpaint", "StableDiffusionXLInpaintPipeline"),
+        ),
     )
     return ModelSpec(name=name, **{**defaults, **kw})
 

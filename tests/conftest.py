@@ -132,11 +132,11 @@ def assert_plan_rejects(model, tmp_path: Path, inputs: dict, words: list[str]) -
 def compiled_flux(settings, tmp_path_factory):
     """tiny-flux-dev with its go_fast model compiled on this CPU (COMPILE=on), LoRA slots
     of rank 8, warmed up at setup as on a GPU. Compiling takes minutes here: share it."""
-    from models.flux.model import FluxModel
+    from models.serving.model import DiffusionModel
     from models.specs import get_spec
 
     folder = tmp_path_factory.mktemp("compiled-flux")
-    return FluxModel(get_spec("tiny-flux-dev"), fast_settings(settings, folder, compile="on"))
+    return DiffusionModel(get_spec("tiny-flux-dev"), fast_settings(settings, folder, compile="on"))
 
 
 def fast_settings(settings, folder: Path, **go_fast) -> Settings:

@@ -12,7 +12,7 @@ import sys
 import time
 
 from models.log import to_stdout
-from models.serving.families import FAMILIES
+from models.serving.model import DiffusionModel
 from models.settings import load_settings
 from models.specs import SPECS, get_spec
 from tools.select import selected_model
@@ -26,7 +26,7 @@ def main(argv: list[str] | None = None) -> int:
     settings = load_settings()
     spec = get_spec(args.model or selected_model())
     started = time.perf_counter()
-    model = FAMILIES[spec.family](spec, settings)
+    model = DiffusionModel(spec, settings)
     if model.engine.fast is None or not model.engine.fast_plan.compile:
         print(
             f"Nothing to warm: go_fast here is {model.engine.fast_plan.describe()}. Run this on "

@@ -1,30 +1,42 @@
-"""What the FLUX and SDXL engines share: mode pipelines over one set of components, the
-go_fast copy of the transformer/UNet with its own mode pipelines, the LoRA adapters, and
-the one per-request context that sets and restores all of it."""
+"""The engine contract every family follows: mode pipelines over one set of components
+(the spec's `pipelines`), the go_fast copy of the transformer/UNet with its own mode
+pipelines, the LoRA adapters, the one per-request context that sets and restores all of
+it, and generate(), which runs a job's stages in it.
+
+A family's engine says what is its own: the denoiser's name, what a LoRA may change, the
+diffusers arguments of each mode (call_args), and, where it has them, extra stages
+(SDXL's refiner), a scheduler per request and checks that need the loaded models.
+"""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager, nullcontext
+from types import MappingProxyType
+from typing import Any
+
+import torch
+from PIL import Image
 
 from models.engine import loading
 from models.engine.fast import FastDenoiser, FastPlan
 from models.errors import InputError
 from models.log import log
-from models.loras.adapters import Adapters, LoraStore
-from models.loras.sources import Tokens
-from models.request.job import Job
-from models.serving import shutdown
+from models.loras.adapters import Adapters
+from models.loras.fetch import LoraFetcher
+from models.loras.source import Tokens
+from models.request.job import Job, seeded_generator
 from models.specs import ModelSpec
 
 
-def step_logger():
-    """A diffusers callback_on_step_end that logs progress instead of a tqdm bar."""
+def step_logger(on_step: Callable[[], None] = lambda: None):
+    """A diffusers callback_on_step_end that logs progress instead of a tqdm bar, and
+    calls `on_step` between steps (the server uses it to cancel when stopping)."""
 
     def callback(pipe, step: int, timestep, callback_kwargs):
         total = getattr(pipe, "num_timesteps", None) or "?"
         log.info(f"Step {step + 1}/{total}")
-        shutdown.cancel_if_overdue()
+        on_step()
         return {}
 
     return callback
@@ -33,11 +45,8 @@ def step_logger():
 class Engine:
     denoiser = "transformer"  # the component go_fast copies ("unet" for SDXL)
     lora_components: tuple[str, ...] = ()  # what a LoRA may change, the denoiser first
-    extra: dict = {}  # from_pipe keyword arguments every derived pipeline gets
-
-    def mode_classes(self) -> dict:
-        """Pipeline classes of the modes derived from the base (txt2img) pipeline."""
-        raise NotImplementedError
+    # from_pipe keyword arguments every derived pipeline gets (read-only: one per class).
+    pipeline_kwargs: Mapping[str, Any] = MappingProxyType({})
 
     def __init__(
         self,
@@ -45,12 +54,14 @@ class Engine:
         base,
         device: str,
         *,
-        loras: LoraStore,
+        loras: LoraFetcher,
         max_loras: int = 8,
         fast: FastPlan | None = None,
         lora_target_rank: int = 0,
+        on_step: Callable[[], None] = lambda: None,
     ):
-        self.spec, self.device = spec, device
+        """`base` is the pipeline of the spec's first mode, holding every component."""
+        self.spec, self.device, self.on_step = spec, device, on_step
         self.eager = eager = getattr(base, self.denoiser)
         # from_pipe casts what it shares to its dtype argument (float32 unless given).
         self.dtype = eager.dtype
@@ -66,19 +77,47 @@ class Engine:
                 eager, self.fast_plan, keep=spec.fp8_keep, target_rank=lora_target_rank
             )
             swap = {self.denoiser: self.fast.model}
-            fast_base = type(base).from_pipe(base, dtype=self.dtype, **self.extra, **swap)
+            fast_base = type(base).from_pipe(base, dtype=self.dtype, **self.pipeline_kwargs, **swap)
             self.fast_pipes = self._modes(fast_base)
 
     def _modes(self, base) -> dict:
-        derived = loading.derive_pipes(base, self.mode_classes(), dtype=self.dtype, **self.extra)
-        return {"txt2img": base, **derived}
+        import diffusers
+
+        first, *others = self.spec.pipelines
+        classes = {mode: getattr(diffusers, name) for mode, name in others}
+        derived = loading.derive_pipes(base, classes, dtype=self.dtype, **self.pipeline_kwargs)
+        return {first[0]: base, **derived}
+
+    # What a family's engine says about itself.
+
+    def call_args(self, job: Job, generator: torch.Generator, stage: int = 0, previous=None):
+        """The diffusers call's arguments for `stage` of `job` (progress logging aside);
+        `previous` is the output of the stage before."""
+        raise NotImplementedError
+
+    def stages(self, job: Job, pipe) -> list:
+        """The pipelines a job runs, in turn: its mode's pipeline, and any that refine it."""
+        return [pipe]
+
+    def scheduler_for(self, job: Job, pipe):
+        """A fresh scheduler for `pipe` during `job`, or None to keep its own."""
+        return None
+
+    def check(self, job: Job) -> None:
+        """Refuse, before any step, a job whose inputs only the loaded models can judge."""
+
+    def describe(self, job: Job) -> str:
+        return f"Mode: {job.mode}, {job.width}x{job.height}, {job.steps} steps"
+
+    # The same for every family.
 
     @contextmanager
-    def request(self, job: Job, tokens: Tokens, *, warm_slots: bool = False) -> Iterator:
+    def request(self, job: Job, tokens: Tokens, *, warm_slots: bool = False) -> Iterator[list]:
         """The one place per-request state is set on the shared components and restored,
-        whatever happens: the go_fast path, and LoRA adapters at their scales (on the
-        eager model and text encoders, and copied into the go_fast model's slots).
-        Yields the job's mode pipeline. `warm_slots` runs the slots at scale 0 (warm-up)."""
+        whatever happens: the go_fast path, LoRA adapters at their scales (on the eager
+        model and text encoders, and copied into the go_fast model's slots) and the
+        schedulers. Yields the job's stages (stages()). `warm_slots` runs the slots at
+        scale 0 (warm-up)."""
         fast = self.fast if job.go_fast else None
         if job.go_fast:
             log.info(f"go_fast: {self.fast_plan.describe()}")
@@ -90,7 +129,30 @@ class Engine:
                 self._check_slots(slots, active, job)
             in_slots = slots.active(active, self.eager, idle=warm_slots) if slots else nullcontext()
             with in_slots:
-                yield (self.fast_pipes if fast is not None else self.pipes)[job.mode]
+                pipes = self.stages(job, (self.fast_pipes if fast else self.pipes)[job.mode])
+                originals = [pipe.scheduler for pipe in pipes]
+                try:
+                    for pipe in pipes:
+                        pipe.scheduler = self.scheduler_for(job, pipe) or pipe.scheduler
+                    yield pipes
+                finally:
+                    for pipe, original in zip(pipes, originals, strict=True):
+                        pipe.scheduler = original
+
+    def generate(
+        self, job: Job, tokens: Tokens = Tokens(), *, warm_slots: bool = False
+    ) -> list[Image.Image]:
+        """Run `job`: each stage's pipeline in turn, the next fed the last one's output."""
+        log.info(self.describe(job))
+        self.check(job)
+        generator = seeded_generator(job.seed)
+        progress = step_logger(self.on_step)
+        with self.request(job, tokens, warm_slots=warm_slots) as pipes, torch.inference_mode():
+            output = None
+            for stage, pipe in enumerate(pipes):
+                args = self.call_args(job, generator, stage, output)
+                output = pipe(**args, callback_on_step_end=progress).images
+            return output
 
     def _check_slots(self, slots, active, job: Job) -> None:
         for (name, _), request in zip(active, job.loras, strict=True):

@@ -5,10 +5,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from models.errors import check_range
-from models.log import log
-from models.loras.adapters import LoraInputs
-from models.request.job import Job, check_strength, load_init_images, resolve_seed
+from models.loras.inputs import LoraInputs
+from models.request import checks
+from models.request.job import Job, edit_mode, load_init_images
 from models.request.sizes import MATCH_INPUT, size_for_aspect_ratio
 from models.specs import ModelSpec
 
@@ -33,19 +32,12 @@ class FluxInputs(LoraInputs):
     go_fast: bool = True
 
 
-class FluxJob(Job):
-    """FLUX needs nothing beyond the shared fields."""
-
-
-def plan(spec: ModelSpec, inputs: FluxInputs) -> FluxJob:
+def plan(spec: ModelSpec, inputs: FluxInputs) -> Job:
     """Validate inputs and decide everything the pipeline needs."""
-    check_range("num_outputs", inputs.num_outputs, 1, 4)
-    steps = spec.default_steps if inputs.num_inference_steps is None else inputs.num_inference_steps
-    check_range("num_inference_steps", steps, 1, spec.max_steps)
-    guidance = 0.0
-    if spec.guidance is not None:
-        guidance = spec.guidance if inputs.guidance is None else inputs.guidance
-        check_range("guidance", guidance, 0.0, spec.max_guidance)
+    checks.output_files(inputs.output_format, inputs.output_quality)
+    num_outputs = checks.num_outputs(inputs.num_outputs)
+    steps = checks.steps(spec, inputs.num_inference_steps)
+    guidance = checks.guidance(spec, inputs.guidance)
     loras = inputs.lora_requests()
     image, mask = load_init_images(
         inputs.image, inputs.mask, multiple=spec.size_multiple, megapixels=inputs.megapixels
@@ -54,23 +46,24 @@ def plan(spec: ModelSpec, inputs: FluxInputs) -> FluxJob:
         # match_input (the default) means 1 megapixel when there is nothing to match.
         megapixels = "1" if inputs.megapixels == MATCH_INPUT else inputs.megapixels
         width, height = size_for_aspect_ratio(inputs.aspect_ratio, megapixels)
+        strength = 1.0
     else:
-        width, height = image.size
-        log.info(f"Output size {width}x{height} follows the input image; aspect_ratio is ignored.")
+        width, height = checks.size_of_image(image, "aspect_ratio is ignored")
         # FLUX's img2img rounds the skipped steps down, so any strength above 0 runs one.
         steps_run = steps - int(steps - steps * inputs.prompt_strength)
-        check_strength(inputs.prompt_strength, steps, steps_run)
-    return FluxJob(
+        strength = checks.strength(inputs.prompt_strength, steps, steps_run)
+    return Job(
+        mode=checks.mode(spec, edit_mode(image, mask)),
         prompt=inputs.prompt,
         width=width,
         height=height,
-        num_outputs=inputs.num_outputs,
+        num_outputs=num_outputs,
         steps=steps,
         guidance=guidance,
-        seed=resolve_seed(inputs.seed),
+        seed=checks.seed(inputs.seed),
         image=image,
         mask=mask,
-        strength=inputs.prompt_strength if image is not None else 1.0,
+        strength=strength,
         loras=loras,
         go_fast=inputs.go_fast,
     )

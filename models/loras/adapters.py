@@ -1,5 +1,5 @@
-"""LoRAs in a request: the inputs, fetching into the disk cache (LoraStore), and the
-adapters a model keeps loaded between requests (Adapters).
+"""The LoRAs a model keeps loaded between requests (Adapters): fetched by LoraFetcher
+(models/loras/fetch.py), checked, loaded, activated at their scales, and unloaded.
 
 Loading and format conversion are diffusers' (`load_lora_weights` reads diffusers/PEFT,
 kohya/sd-scripts, XLabs and ComfyUI layouts). Before loading, `inspect_lora`
@@ -20,16 +20,14 @@ from __future__ import annotations
 
 import time
 from collections import OrderedDict
-from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass, field, replace
-from functools import partial
-from pathlib import Path
+from dataclasses import replace
 
-from models.errors import InputError, check_range
+from models.errors import InputError
 from models.log import log
-from models.loras.cache import LoraCache, cache_key
-from models.loras.fetch import fetch_source
+from models.loras.cache import cache_key
+from models.loras.fetch import LoraFetcher
+from models.loras.inputs import LoraRequest
 from models.loras.inspect import (
     FAMILY_NAMES,
     LoraInfo,
@@ -38,95 +36,7 @@ from models.loras.inspect import (
     quiet_diffusers,
     wrong_family,
 )
-from models.loras.sources import Hosts, LoraSource, Tokens, parse_source
-
-SCALE_RANGE = (-1.0, 3.0)
-
-SCALE_RANGE = (-1.0, 3.0)
-
-
-@dataclass(frozen=True)
-class LoraRequest:
-    source: LoraSource
-    scale: float
-
-
-@dataclass(frozen=True, kw_only=True)
-class LoraInputs:
-    """The LoRA inputs every predictor takes, as plain values (family inputs extend it)."""
-
-    lora_weights: str | None = None
-    lora_scale: float = 1.0
-    extra_lora: str | None = None
-    extra_lora_scale: float = 1.0
-    hf_api_token: str | None = field(default=None, repr=False)
-    civitai_api_token: str | None = field(default=None, repr=False)
-
-    def lora_requests(self) -> tuple[LoraRequest, ...]:
-        return lora_requests(
-            self.lora_weights, self.lora_scale, self.extra_lora, self.extra_lora_scale
-        )
-
-    def tokens(self) -> Tokens:
-        return Tokens(huggingface=self.hf_api_token, civitai=self.civitai_api_token)
-
-
-def lora_requests(
-    lora_weights: str | None,
-    lora_scale: float,
-    extra_lora: str | None,
-    extra_lora_scale: float,
-) -> tuple[LoraRequest, ...]:
-    """The request's LoRAs, validated and parsed (nothing is fetched yet)."""
-    check_range("lora_scale", lora_scale, *SCALE_RANGE)
-    check_range("extra_lora_scale", extra_lora_scale, *SCALE_RANGE)
-    found = []
-    for name, value, scale in (
-        ("lora_weights", lora_weights, lora_scale),
-        ("extra_lora", extra_lora, extra_lora_scale),
-    ):
-        if value is not None and value.strip():
-            found.append(LoraRequest(parse_source(value, name), scale))
-    if len(found) == 2 and _same(*(r.source for r in found)):
-        total = found[0].scale + found[1].scale
-        log.info(
-            f"extra_lora is the same LoRA as lora_weights: applying it once at "
-            f"lora_scale + extra_lora_scale = {total:g}."
-        )
-        return (LoraRequest(found[0].source, total),)
-    return tuple(found)
-
-
-def _same(a: LoraSource, b: LoraSource) -> bool:
-    return (a.kind, a.location, a.revision, a.filename) == (
-        b.kind,
-        b.location,
-        b.revision,
-        b.filename,
-    )
-
-
-@dataclass
-class LoraStore:
-    """Fetches LoRAs into the disk cache (models/loras/cache.py)."""
-
-    cache: LoraCache
-    hosts: Hosts = field(default_factory=Hosts)
-
-    @contextmanager
-    def fetched(self, request: LoraRequest, tokens: Tokens) -> Iterator[Path]:
-        source = request.source
-        started = time.perf_counter()
-        fetch = partial(fetch_source, source, tokens=tokens, hosts=self.hosts)
-        with self.cache.entry(source.canonical(), fetch) as (path, hit):
-            took = time.perf_counter() - started
-            if hit:
-                log.info(f"{source.input_name}: {source.describe()} read from the disk cache")
-            else:
-                size = path.stat().st_size / 1e6
-                what = f"{source.describe()} ({size:.1f} MB)"
-                log.info(f"{source.input_name}: fetched {what} in {took:.2f}s")
-            yield path
+from models.loras.source import Tokens
 
 
 class Adapters:
@@ -141,12 +51,12 @@ class Adapters:
         pipe,
         family: str,
         components: tuple[str, ...],
-        store: LoraStore,
+        fetcher: LoraFetcher,
         *,
         max_loaded: int = 8,
     ):
         self.pipe, self.family, self.components = pipe, family, components
-        self.store, self.max_loaded = store, max_loaded
+        self.fetcher, self.max_loaded = fetcher, max_loaded
         self.loaded: OrderedDict[str, LoraInfo] = OrderedDict()
 
     @contextmanager
@@ -177,8 +87,8 @@ class Adapters:
             log.info(f"{source.input_name}: {source.describe()} is already loaded")
             self._note_trigger(request, self.loaded[name], prompt)
             return name
-        with self.store.fetched(request, tokens) as path:
-            info = inspect_lora(self.pipe, self.family, self.components, path, request)
+        with self.fetcher.fetched(source, tokens) as path:
+            info = inspect_lora(self.pipe, self.family, self.components, path, source)
             self._make_room(keep)
             started = time.perf_counter()
             try:
@@ -194,7 +104,7 @@ class Adapters:
         info = replace(info, layers=layers, rank=rank, components=used)
         if self.components[0] not in used:  # nothing for the transformer/UNet
             self._unload(name)
-            raise wrong_family(request, self.family, None)
+            raise wrong_family(source, self.family, None)
         self.loaded[name] = info
         skipped = f"; {info.skipped} layers it names are not in this model" if info.skipped else ""
         log.info(

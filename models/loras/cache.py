@@ -22,8 +22,8 @@ from pathlib import Path
 from filelock import FileLock, Timeout
 
 from models.log import log
+from models.loras.source import LORA_FILE
 
-LORA_FILE = "lora.safetensors"
 _INFO_FILE = "source.json"
 _LOCKS = ".locks"
 # A temporary folder this old belongs to a process that died mid-fetch.

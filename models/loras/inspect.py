@@ -10,12 +10,9 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 from models.errors import InputError
-
-if TYPE_CHECKING:
-    from models.loras.adapters import LoraRequest
+from models.loras.source import LoraSource
 
 # Raw key fragments that only one family's LoRAs have (checked before conversion, so the
 # message can say what the LoRA is for). SDXL first: its UNet also has transformer_blocks.
@@ -56,8 +53,8 @@ def family_of(keys: list[str]) -> str | None:
     return None
 
 
-def wrong_family(request: LoraRequest, family: str, other: str | None) -> InputError:
-    ours, where = FAMILY_NAMES[family], f"{request.source.input_name}: {request.source.describe()}"
+def wrong_family(source: LoraSource, family: str, other: str | None) -> InputError:
+    ours, where = FAMILY_NAMES[family], f"{source.input_name}: {source.describe()}"
     known = " or ".join(FAMILY_NAMES.values())
     if other:
         theirs = FAMILY_NAMES[other]
@@ -84,7 +81,9 @@ def _convert(pipe, family: str, path: Path):
     return type(pipe).lora_state_dict(str(path), **_CONVERT_KWARGS[family](pipe))
 
 
-def inspect_lora(pipe, family: str, components: tuple[str, ...], path: Path, request) -> LoraInfo:
+def inspect_lora(
+    pipe, family: str, components: tuple[str, ...], path: Path, source: LoraSource
+) -> LoraInfo:
     """Check, before loading, that the LoRA at `path` is for this family and that the
     layers it names have this model's shapes; InputError if not."""
     from safetensors import safe_open
@@ -93,13 +92,13 @@ def inspect_lora(pipe, family: str, components: tuple[str, ...], path: Path, req
         raw_keys, metadata = list(f.keys()), f.metadata() or {}
     detected = family_of(raw_keys)
     if detected is not None and detected != family:
-        raise wrong_family(request, family, detected)
+        raise wrong_family(source, family, detected)
     try:
         with quiet_diffusers():
             state_dict, _alphas = _convert(pipe, family, path)
     except Exception as err:  # diffusers raises ValueError/KeyError/AssertionError here
         raise InputError(
-            f"{request.source.input_name}: {request.source.describe()} is in no LoRA layout "
+            f"{source.input_name}: {source.describe()} is in no LoRA layout "
             f"diffusers reads for {FAMILY_NAMES[family]} ({type(err).__name__}: {err})."
         ) from None
     mismatched = []
@@ -117,14 +116,14 @@ def inspect_lora(pipe, family: str, components: tuple[str, ...], path: Path, req
             mismatched.append(f"{found['component']}.{found['module']} ({actual} vs {expected})")
     if mismatched:
         raise InputError(
-            f"{request.source.input_name}: {request.source.describe()} was made for a model "
+            f"{source.input_name}: {source.describe()} was made for a model "
             f"with other layer sizes ({len(mismatched)} layers differ, e.g. "
             f"{', '.join(mismatched[:3])}). FLUX control LoRAs (Canny, Depth) and LoRAs for "
             "other architectures are not supported: use a LoRA for this model."
         )
     named = sum(1 for key in state_dict if _DOWN_KEY.search(key))
     if named == 0:  # e.g. a textual-inversion embedding or a full checkpoint
-        raise wrong_family(request, family, None)
+        raise wrong_family(source, family, None)
     return LoraInfo(named=named, trigger_word=metadata.get("trigger_word") or None)
 
 

@@ -11,7 +11,7 @@ import torch
 from models.mini import vae as mini_vae
 from models.mini.data import Batches, Fit, flow_times
 from models.mini.world import WORDS
-from models.weights.builds import (
+from models.weights.parts import (
     FluxDims,
     clip_text_model,
     clip_tokenizer,

@@ -25,7 +25,7 @@ import torch
 from models.mini import vae as mini_vae
 from models.mini.data import Batches, Fit
 from models.mini.world import WORDS
-from models.weights.builds import clip_text_model, clip_tokenizer
+from models.weights.parts import clip_text_model, clip_tokenizer
 
 TEXT_WIDTH = 64  # each encoder's; the UNet attends to both, concatenated
 DROP_PROMPT = 0.1

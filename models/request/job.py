@@ -1,28 +1,29 @@
-"""What one request asks for, decided before any model work: the job, its seed, its
-input images. Nothing here touches a pipeline."""
+"""What one request asks for, decided before any model work: the job and its input
+images. Nothing here touches a pipeline; the checks plan() shares are models/request/
+checks.py."""
 
 from __future__ import annotations
 
-import random
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import torch
 from PIL import Image
 
-from models.errors import InputError, check_range
+from models.errors import InputError
 from models.log import log
-from models.loras.adapters import LoraRequest
+from models.loras.inputs import LoraRequest
 from models.request.imaging import load_image, load_mask, resize_image
 from models.request.sizes import MAX_SIDE, size_for_image, within_side
-
-MAX_SEED = 2**32 - 1
 
 
 @dataclass(frozen=True, kw_only=True)
 class Job:
-    """A fully decided generation: sizes, steps and seed are final. Families add fields."""
+    """A fully decided generation: mode, sizes, steps and seed are final. Families add
+    fields of their own."""
 
+    # The pipeline to run, one of the spec's `pipelines` (txt2img, img2img, inpaint...).
+    mode: str
     prompt: str
     width: int
     height: int
@@ -33,14 +34,11 @@ class Job:
     image: Image.Image | None = None
     mask: Image.Image | None = None
     strength: float = 1.0
+    # Other pictures a mode is conditioned on, at the output size (a control image, a
+    # reference image), by the name its pipeline argument has.
+    conditioning: dict[str, Image.Image] = field(default_factory=dict)
     loras: tuple[LoraRequest, ...] = ()
     go_fast: bool = False
-
-    @property
-    def mode(self) -> str:
-        if self.image is None:
-            return "txt2img"
-        return "inpaint" if self.mask is not None else "img2img"
 
 
 def at_native_size(job: Job, max_side: int | None, multiple: int) -> tuple[Job, tuple | None]:
@@ -56,16 +54,11 @@ def at_native_size(job: Job, max_side: int | None, multiple: int) -> tuple[Job, 
     )
     image = resize_image(job.image, size) if job.image is not None else None
     mask = job.mask.resize(size, Image.Resampling.NEAREST) if job.mask is not None else None
-    native = replace(job, width=size[0], height=size[1], image=image, mask=mask)
+    conditioning = {name: resize_image(p, size) for name, p in job.conditioning.items()}
+    native = replace(
+        job, width=size[0], height=size[1], image=image, mask=mask, conditioning=conditioning
+    )
     return native, (job.width, job.height)
-
-
-def resolve_seed(seed: int | None) -> int:
-    if seed is None:
-        seed = random.SystemRandom().randint(0, MAX_SEED)
-    check_range("seed", seed, 0, MAX_SEED)
-    log.info(f"Using seed: {seed}")
-    return seed
 
 
 def seeded_generator(seed: int) -> torch.Generator:
@@ -73,16 +66,12 @@ def seeded_generator(seed: int) -> torch.Generator:
     return torch.Generator("cpu").manual_seed(seed)
 
 
-def check_strength(prompt_strength: float, steps: int, steps_run: int) -> None:
-    """With an image, a pipeline runs only part of the steps (`steps_run`, by its own
-    rounding rule); none at all would return the input unchanged, silently."""
-    check_range("prompt_strength", prompt_strength, 0.0, 1.0)
-    if steps_run < 1:
-        raise InputError(
-            f"prompt_strength={prompt_strength} with num_inference_steps={steps} leaves no "
-            "denoising step: an input image is changed for about prompt_strength x "
-            "num_inference_steps steps. Raise prompt_strength or num_inference_steps."
-        )
+def edit_mode(image: Image.Image | None, mask: Image.Image | None) -> str:
+    """The mode of a model that edits an optional input image: txt2img without one,
+    inpaint with a mask, img2img without."""
+    if image is None:
+        return "txt2img"
+    return "inpaint" if mask is not None else "img2img"
 
 
 def load_init_images(

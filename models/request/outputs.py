@@ -7,7 +7,6 @@ from pathlib import Path
 
 from PIL import Image
 
-from models.errors import check_choice, check_range
 from models.log import log
 
 OUTPUT_FORMATS = ("webp", "jpg", "png")
@@ -42,10 +41,9 @@ def save_images(
     i is indices[k] when given (so a filtered batch keeps its original numbers), else k.
     Without `directory`, each call writes into its own fresh temporary folder, so the
     outputs of one prediction never overwrite another's. Quality applies to webp and jpg;
-    png is lossless and ignores it.
+    png is lossless and ignores it. Both were checked by plan() (models/request/checks.py)
+    before any image was made.
     """
-    check_choice("output_format", output_format, OUTPUT_FORMATS)
-    check_range("output_quality", output_quality, 0, 100)
     if indices is None:
         indices = list(range(len(images)))
     if len(indices) != len(images):

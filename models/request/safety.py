@@ -56,37 +56,18 @@ class SafetyChecker:
     def load(
         cls, compvis_dir: Path, falcon_dir: Path, *, device: str = "cpu", dtype=torch.float32
     ) -> SafetyChecker:
-        from diffusers.pipelines.stable_diffusion.safety_checker import (
-            StableDiffusionSafetyChecker,
-        )
-        from transformers import (
-            CLIPImageProcessorPil,
-            ViTForImageClassification,
-            ViTImageProcessorPil,
-        )
+        """Both stages from their folders (models/engine/extras.py loads them the same way,
+        each as a manifest entry)."""
+        stage1 = load_compvis(compvis_dir, device, dtype)
+        stage2 = load_vit_classifier(falcon_dir, device, dtype)
+        return cls.from_stages(stage1, stage2, device=device, dtype=dtype)
 
-        compvis_dir, falcon_dir = Path(compvis_dir), Path(falcon_dir)
-        for folder in (compvis_dir, falcon_dir):
-            if not (folder / "config.json").is_file():
-                raise WeightsError(
-                    f"Safety checker weights are incomplete: {folder}/config.json is missing. "
-                    "Delete the folder and resolve the safety-checker weights again."
-                )
-        # Its "a black image will be returned instead" warning is false here: we drop
-        # images (and log that ourselves) rather than blacking them out.
-        logging.getLogger(StableDiffusionSafetyChecker.__module__).setLevel(logging.ERROR)
-        compvis = StableDiffusionSafetyChecker.from_pretrained(compvis_dir, dtype=dtype)
-        compvis_processor = _compvis_processor(compvis_dir, CLIPImageProcessorPil)
-        falcon = ViTForImageClassification.from_pretrained(falcon_dir, dtype=dtype)
-        falcon_processor = ViTImageProcessorPil.from_pretrained(falcon_dir)
-        return cls(
-            compvis.to(device).eval(),
-            compvis_processor,
-            falcon.to(device).eval(),
-            falcon_processor,
-            device,
-            dtype,
-        )
+    @classmethod
+    def from_stages(
+        cls, stage1: tuple, stage2: tuple, *, device: str = "cpu", dtype=torch.float32
+    ) -> SafetyChecker:
+        """From loaded (model, processor) pairs: load_compvis's and load_vit_classifier's."""
+        return cls(*stage1, *stage2, device, dtype)
 
     def check(self, images: list[Image.Image]) -> list[Verdict]:
         if not images:
@@ -124,6 +105,40 @@ class SafetyChecker:
         return label != "normal"
 
 
+def _check_folder(folder: Path) -> Path:
+    folder = Path(folder)
+    if not (folder / "config.json").is_file():
+        raise WeightsError(
+            f"Safety checker weights are incomplete: {folder}/config.json is missing. "
+            "Delete the folder and resolve the safety-checker weights again."
+        )
+    return folder
+
+
+def load_compvis(folder: Path, device: str = "cpu", dtype=torch.float32) -> tuple:
+    """Stage 1: the CompVis checker and its image processor."""
+    from diffusers.pipelines.stable_diffusion.safety_checker import (
+        StableDiffusionSafetyChecker,
+    )
+    from transformers import CLIPImageProcessorPil
+
+    folder = _check_folder(folder)
+    # Its "a black image will be returned instead" warning is false here: we drop
+    # images (and log that ourselves) rather than blacking them out.
+    logging.getLogger(StableDiffusionSafetyChecker.__module__).setLevel(logging.ERROR)
+    model = StableDiffusionSafetyChecker.from_pretrained(folder, dtype=dtype)
+    return model.to(device).eval(), _compvis_processor(folder, CLIPImageProcessorPil)
+
+
+def load_vit_classifier(folder: Path, device: str = "cpu", dtype=torch.float32) -> tuple:
+    """Stage 2: the Falconsai ViT classifier and its image processor."""
+    from transformers import ViTForImageClassification, ViTImageProcessorPil
+
+    folder = _check_folder(folder)
+    model = ViTForImageClassification.from_pretrained(folder, dtype=dtype)
+    return model.to(device).eval(), ViTImageProcessorPil.from_pretrained(folder)
+
+
 def _compvis_processor(compvis_dir: Path, processor_cls):
     # The HF repo keeps the preprocessor next to the weights, a diffusers pipeline
     # folder in `feature_extractor/`; Replicate's safety tar may have none, and the
@@ -135,85 +150,20 @@ def _compvis_processor(compvis_dir: Path, processor_cls):
     return processor_cls()
 
 
-def filter_safe(
-    images: list[Image.Image], checker: SafetyChecker | None
-) -> tuple[list[Image.Image], list[int]]:
-    """Keep the safe images and their original indices; raise NSFWError if none is safe.
+def filter_safe(images: list[Image.Image], checker: SafetyChecker | None) -> list[int]:
+    """The indices of the safe images; raise NSFWError if none is safe.
 
     checker None means the safety checker is disabled: everything is kept silently.
     """
     if checker is None or not images:
-        return list(images), list(range(len(images)))
-    kept, indices = [], []
+        return list(range(len(images)))
+    kept = []
     for verdict in checker.check(images):
         if verdict.unsafe:
             log.info(f"NSFW content detected in image {verdict.index}")
             continue
-        kept.append(images[verdict.index])
-        indices.append(verdict.index)
+        kept.append(verdict.index)
     if not kept:
         raise NSFWError(NSFW_MESSAGE)
     log.info(f"Total safe images: {len(kept)} out of {len(images)}")
-    return kept, indices
-
-
-def build_tiny_compvis(dest: Path, *, flag_all: bool, seed: int = 0) -> Path:
-    """A random CompVis checker at 32 px that flags every image (flag_all) or none."""
-    from diffusers.pipelines.stable_diffusion.safety_checker import (
-        StableDiffusionSafetyChecker,
-    )
-    from transformers import CLIPConfig, CLIPImageProcessorPil
-
-    torch.manual_seed(seed)
-    dims = dict(hidden_size=32, intermediate_size=37, num_hidden_layers=1, num_attention_heads=2)
-    config = CLIPConfig(
-        text_config=dict(dims, vocab_size=99, bos_token_id=0, eos_token_id=1, pad_token_id=1),
-        vision_config=dict(dims, image_size=32, patch_size=8),
-        projection_dim=16,
-    )
-    model = StableDiffusionSafetyChecker(config).eval()
-    # Cosine similarity lies in [-1, 1]: a threshold below it flags every concept,
-    # one above it flags none, whatever the random weights compute.
-    threshold = -2.0 if flag_all else 2.0
-    with torch.no_grad():
-        model.concept_embeds.normal_()
-        model.special_care_embeds.normal_()
-        model.concept_embeds_weights.fill_(threshold)
-        model.special_care_embeds_weights.fill_(threshold)
-    dest = Path(dest)
-    model.save_pretrained(dest)
-    CLIPImageProcessorPil(
-        size={"shortest_edge": 32}, crop_size={"height": 32, "width": 32}
-    ).save_pretrained(dest)
-    return dest
-
-
-def build_tiny_falcon(dest: Path, *, verdict: str = "nsfw", seed: int = 0) -> Path:
-    """A random 32 px ViT classifier whose answer is always `verdict` ("normal" or "nsfw")."""
-    from transformers import ViTConfig, ViTForImageClassification, ViTImageProcessorPil
-
-    labels = {0: "normal", 1: "nsfw"}  # as in Falconsai/nsfw_image_detection
-    if verdict not in labels.values():
-        raise ValueError(f"verdict must be 'normal' or 'nsfw', not {verdict!r}")
-    torch.manual_seed(seed)
-    config = ViTConfig(
-        hidden_size=32,
-        intermediate_size=37,
-        num_hidden_layers=1,
-        num_attention_heads=2,
-        image_size=32,
-        patch_size=8,
-        id2label=labels,
-        label2id={v: k for k, v in labels.items()},
-    )
-    model = ViTForImageClassification(config).eval()
-    # A zero weight makes the logits equal the bias, so the winner ignores the image.
-    with torch.no_grad():
-        model.classifier.weight.zero_()
-        model.classifier.bias.copy_(torch.tensor([1.0, 0.0] if verdict == "normal" else [0.0, 1.0]))
-    dest = Path(dest)
-    model.save_pretrained(dest)
-    ViTImageProcessorPil(
-        size={"height": 32, "width": 32}, image_mean=[0.5] * 3, image_std=[0.5] * 3
-    ).save_pretrained(dest)
-    return dest
+    return kept

@@ -1,40 +1,42 @@
 """The diffusers side of SDXL: loading base and refiner once, and running one job.
 
-The three base modes share the base's components; the refiner loads only its own UNet
-and borrows the base's VAE and second text encoder (Replicate's refiner tar has neither).
+The base's modes share its components; the refiner loads only its own UNet and borrows
+the base's VAE and second text encoder (Replicate's refiner tar has neither).
+
+No watermark, and no apply_watermark input: diffusers' SDXL watermark needs the
+`invisible-watermark` package, which requires the full `opencv-python` by name (the
+headless build does not satisfy it). That wheel links libGL and glib, which the Cog image
+has only if cog.yaml installs them as system packages (cog-sdxl's does), and it adds
+about 190 MB of OpenCV, Qt and ffmpeg for a DWT watermark. It installs and works on a
+machine that has libGL; rather than a switch that fails or silently does nothing in our
+image, there is none. Every pipeline is built with add_watermarker=False, so installing
+the package later changes no output silently.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from types import MappingProxyType
+from typing import Any
 
 import torch
-from PIL import Image
 
 from models.engine import loading
-from models.engine.base import Engine, step_logger
+from models.engine.base import Engine
 from models.errors import InputError
 from models.log import log
-from models.loras.sources import Tokens
-from models.request.job import seeded_generator
+from models.sdxl.plan import SDXLJob
+from models.sdxl.schedulers import make_scheduler
 from models.specs import ModelSpec
 
-if TYPE_CHECKING:
-    from models.sdxl.plan import SchedulerChoice, SDXLJob
-
-# Never watermark, whatever is installed (see models/sdxl/plan.py on apply_watermark).
-_NO_WATERMARK = dict(add_watermarker=False)
-
-
-def make_scheduler(choice: SchedulerChoice, config):
-    """A fresh scheduler of the request's choice (resolved by plan()) from `config`."""
-    import diffusers
-
-    return getattr(diffusers, choice.class_name).from_config(config, **dict(choice.overrides))
+_NO_WATERMARK = MappingProxyType({"add_watermarker": False})
+# The refiner's modes: the base's output is refined like an image (img2img), or, for
+# inpainting, with the mask, so the kept area stays the input image.
+REFINER_PIPELINES = (
+    ("img2img", "StableDiffusionXLImg2ImgPipeline"),
+    ("inpaint", "StableDiffusionXLInpaintPipeline"),
+)
 
 
 @dataclass(frozen=True)
@@ -56,64 +58,75 @@ def load_components(
 ) -> SDXLComponents:
     """Every SDXL component, loaded once: the predictor's engine derives its mode
     pipelines from these, and train.py trains on `base`."""
-    from diffusers import StableDiffusionXLImg2ImgPipeline, StableDiffusionXLPipeline
+    import diffusers
 
     dtype = loading.pick_dtype(spec.dtype, device)
     load = dict(dtype=dtype, device=device, **_NO_WATERMARK)
-    base = loading.load_pipeline(StableDiffusionXLPipeline, weights, config=config, **load)
+    base_class = getattr(diffusers, spec.pipelines[0][1])
+    base = loading.load_pipeline(base_class, weights, config=config, **load)
     if refiner is None:
         return SDXLComponents(base)
     shared = dict(vae=base.vae, text_encoder_2=base.text_encoder_2)
-    first = loading.load_pipeline(StableDiffusionXLImg2ImgPipeline, refiner, **shared, **load)
+    refiner_class = getattr(diffusers, REFINER_PIPELINES[0][1])
+    first = loading.load_pipeline(refiner_class, refiner, **shared, **load)
     return SDXLComponents(base, first)
 
 
+# Each base mode's own arguments, beside those every mode takes (SDXLEngine.call_args).
+# img2img takes its size from the image; the others are given it.
+MODE_ARGS = {
+    "txt2img": lambda job: dict(width=job.width, height=job.height),
+    "img2img": lambda job: dict(image=job.image, strength=job.strength),
+    "inpaint": lambda job: dict(
+        image=job.image,
+        strength=job.strength,
+        mask_image=job.mask,
+        width=job.width,
+        height=job.height,
+    ),
+}
+
+
 class SDXLEngine(Engine):
-    """Three base modes and two refiner modes share the components' models. LoRAs and
+    """The base's modes and the refiner's two share the components' models. LoRAs and
     go_fast apply to the base UNet, as in cog-sdxl; the refiner shares text_encoder_2
-    with the base, so a LoRA's changes to that encoder reach the refiner's prompts too."""
+    with the base, so a LoRA's changes to that encoder reach the refiner's prompts too.
+    A refined job has two stages: the base (ending in latents), then the refiner."""
 
     denoiser = "unet"
     lora_components = ("unet", "text_encoder", "text_encoder_2")
-    extra = _NO_WATERMARK
+    pipeline_kwargs = _NO_WATERMARK
 
     def __init__(self, spec: ModelSpec, components: SDXLComponents, device: str, **options):
         super().__init__(spec, components.base, device, **options)
         self.refiners = {}
         if components.refiner is not None:
-            from diffusers import StableDiffusionXLInpaintPipeline
+            import diffusers
 
-            inpaint = {"inpaint": StableDiffusionXLInpaintPipeline}
+            (first, _), *others = REFINER_PIPELINES
+            classes = {mode: getattr(diffusers, name) for mode, name in others}
             refiner = components.refiner
-            derived = loading.derive_pipes(refiner, inpaint, dtype=self.dtype, **self.extra)
-            self.refiners = {"img2img": refiner, **derived}
+            derived = loading.derive_pipes(
+                refiner, classes, dtype=self.dtype, **self.pipeline_kwargs
+            )
+            self.refiners = {first: refiner, **derived}
 
-    def mode_classes(self) -> dict:
-        from diffusers import StableDiffusionXLImg2ImgPipeline, StableDiffusionXLInpaintPipeline
+    def describe(self, job: SDXLJob) -> str:
+        return f"{super().describe(job)}, {job.scheduler}, {job.refine}"
 
-        return {
-            "img2img": StableDiffusionXLImg2ImgPipeline,
-            "inpaint": StableDiffusionXLInpaintPipeline,
-        }
+    def stages(self, job: SDXLJob, pipe) -> list:
+        if job.refine == "no_refiner":
+            return [pipe]
+        return [pipe, self.refiners["inpaint" if job.mask is not None else "img2img"]]
 
-    @contextmanager
-    def request(self, job: SDXLJob, tokens: Tokens, *, warm_slots: bool = False) -> Iterator:
-        """The base's per-request state (Engine.request: go_fast, LoRAs) plus a fresh
-        scheduler per pipeline from its weights' own config, so no choice or step state
-        leaks to the next request. Yields (base-mode pipeline, refiner pipeline or None)."""
-        with super().request(job, tokens, warm_slots=warm_slots) as pipe:
-            refiner = None
-            if job.refine != "no_refiner":
-                refiner = self.refiners["inpaint" if job.mask is not None else "img2img"]
-            used = (pipe, refiner) if refiner is not None else (pipe,)
-            originals = [p.scheduler for p in used]
-            try:
-                for p, original in zip(used, originals, strict=True):
-                    p.scheduler = make_scheduler(job.scheduler_choice, original.config)
-                yield pipe, refiner
-            finally:
-                for p, original in zip(used, originals, strict=True):
-                    p.scheduler = original
+    def scheduler_for(self, job: SDXLJob, pipe):
+        """A fresh scheduler of the request's choice, from the pipeline's own weights'
+        config, so no choice or step state leaks to the next request."""
+        return make_scheduler(job.scheduler_choice, pipe.scheduler.config)
+
+    def check(self, job: SDXLJob) -> None:
+        if job.refine == "expert_ensemble_refiner":
+            self.check_ensemble_split(job)
 
     def check_ensemble_split(self, job: SDXLJob) -> None:
         """Count the steps each model gets in an expert ensemble, by diffusers' own rules,
@@ -139,36 +152,29 @@ class SDXLEngine(Engine):
             "or a high_noise_frac nearer 0.8."
         )
 
-    def base_kwargs(self, job: SDXLJob, generator: torch.Generator) -> dict:
-        kwargs = dict(
+    def call_args(self, job: SDXLJob, generator: torch.Generator, stage: int = 0, previous=None):
+        shared = dict(
             prompt=job.prompt,
             negative_prompt=job.negative_prompt,
             num_images_per_prompt=job.num_outputs,
-            num_inference_steps=job.steps,
             guidance_scale=job.guidance,
             generator=generator,
         )
-        if job.mode != "img2img":  # img2img takes its size from the image
-            kwargs.update(width=job.width, height=job.height)
-        if job.image is not None:
-            kwargs.update(image=job.image, strength=job.strength)
-        if job.mask is not None:
-            kwargs.update(mask_image=job.mask)
+        if stage == 0:
+            return {**shared, **self._base_args(job)}
+        log.info(f"Refining with {job.refine}")
+        return {**shared, **self._refiner_args(job, previous)}
+
+    def _base_args(self, job: SDXLJob) -> dict:
+        kwargs = dict(num_inference_steps=job.steps, **MODE_ARGS[job.mode](job))
         if job.refine == "expert_ensemble_refiner":
             kwargs.update(denoising_end=job.high_noise_frac)
         if job.refine != "no_refiner":
             kwargs.update(output_type="latent")  # the refiner continues without a VAE trip
         return kwargs
 
-    def refiner_kwargs(self, job: SDXLJob, latents, generator) -> dict:
-        kwargs = dict(
-            prompt=job.prompt,
-            negative_prompt=job.negative_prompt,
-            num_images_per_prompt=job.num_outputs,
-            guidance_scale=job.guidance,
-            generator=generator,
-            image=latents,
-        )
+    def _refiner_args(self, job: SDXLJob, latents) -> dict:
+        kwargs = dict(image=latents)
         if job.refine == "expert_ensemble_refiner":
             kwargs.update(num_inference_steps=job.steps, denoising_start=job.high_noise_frac)
         else:
@@ -178,24 +184,3 @@ class SDXLEngine(Engine):
             # refiner blends that area back every step, so it stays the input image.
             kwargs.update(mask_image=job.mask, width=job.width, height=job.height)
         return kwargs
-
-    def generate(
-        self, job: SDXLJob, tokens: Tokens = Tokens(), *, warm_slots: bool = False
-    ) -> list[Image.Image]:
-        log.info(
-            f"Mode: {job.mode}, {job.width}x{job.height}, {job.steps} steps, "
-            f"{job.scheduler}, {job.refine}"
-        )
-        if job.refine != "no_refiner" and not self.refiners:
-            raise InputError(f"refine={job.refine} needs the refiner, which is not loaded.")
-        if job.refine == "expert_ensemble_refiner":
-            self.check_ensemble_split(job)
-        generator = seeded_generator(job.seed)
-        progress = dict(callback_on_step_end=step_logger())
-        request = self.request(job, tokens, warm_slots=warm_slots)
-        with request as (pipe, refiner), torch.inference_mode():
-            images = pipe(**self.base_kwargs(job, generator), **progress).images
-            if refiner is None:
-                return images
-            log.info(f"Refining with {job.refine}")
-            return refiner(**self.refiner_kwargs(job, images, generator), **progress).images

@@ -1,15 +1,5 @@
-"""SDXL text-to-image, image-to-image and inpainting, optionally refined: the inputs,
-their validation, and the model a predictor serves (the engine is models/sdxl/engine.py).
-
-No apply_watermark input: diffusers' SDXL watermark needs the `invisible-watermark`
-package, which requires the full `opencv-python` by name (the headless build does not
-satisfy it). That wheel links libGL and glib, which the Cog image has only if cog.yaml
-installs them as system packages (cog-sdxl's does), and it adds about 190 MB of OpenCV,
-Qt and ffmpeg for a DWT watermark. It installs and works on a machine that has libGL;
-rather than a switch that fails or silently does nothing in our image, there is none.
-The pipelines are built with add_watermarker=False, so installing the package later
-changes no output silently.
-"""
+"""SDXL requests: the inputs a user sends, validated and decided into a job, with the
+scheduler and refiner choices (no model work; the engine is models/sdxl/engine.py)."""
 
 from __future__ import annotations
 
@@ -19,9 +9,11 @@ from pathlib import Path
 
 from models.errors import InputError, check_choice, check_range
 from models.log import log
-from models.loras.adapters import LoraInputs
-from models.request.job import Job, check_strength, load_init_images, resolve_seed
+from models.loras.inputs import LoraInputs
+from models.request import checks
+from models.request.job import Job, edit_mode, load_init_images
 from models.request.sizes import MATCH_INPUT, round_to_multiple
+from models.sdxl.schedulers import SCHEDULERS, SchedulerChoice
 from models.specs import ModelSpec
 
 REFINE_MODES = ("no_refiner", "expert_ensemble_refiner", "base_image_refiner")
@@ -30,24 +22,6 @@ REFINE_MODES = ("no_refiner", "expert_ensemble_refiner", "base_image_refiner")
 REFINER_STRENGTH = 0.3
 
 
-@dataclass(frozen=True)
-class SchedulerChoice:
-    """A `scheduler` input's diffusers class, and its overrides of the weights' config."""
-
-    class_name: str
-    overrides: tuple[tuple[str, object], ...] = ()
-
-
-SCHEDULERS: dict[str, SchedulerChoice] = {
-    "DDIM": SchedulerChoice("DDIMScheduler"),
-    "DPMSolverMultistep": SchedulerChoice("DPMSolverMultistepScheduler"),
-    "HeunDiscrete": SchedulerChoice("HeunDiscreteScheduler"),
-    "KarrasDPM": SchedulerChoice("DPMSolverMultistepScheduler", (("use_karras_sigmas", True),)),
-    "K_EULER_ANCESTRAL": SchedulerChoice("EulerAncestralDiscreteScheduler"),
-    "K_EULER": SchedulerChoice("EulerDiscreteScheduler"),
-    # Without skip_prk_steps, PNDM's Runge-Kutta warm-up needs more than 3 steps.
-    "PNDM": SchedulerChoice("PNDMScheduler", (("skip_prk_steps", True),)),
-}
 MIN_SIDE, MAX_SIDE = 256, 2048
 # The base model's share of the steps with expert_ensemble_refiner: strictly between 0
 # and 1, each model needs some.
@@ -123,11 +97,10 @@ def _check_ensemble(inputs: SDXLInputs) -> None:
 
 def plan(spec: ModelSpec, inputs: SDXLInputs) -> SDXLJob:
     """Validate inputs and decide everything the pipelines need."""
-    check_range("num_outputs", inputs.num_outputs, 1, 4)
-    steps = spec.default_steps if inputs.num_inference_steps is None else inputs.num_inference_steps
-    check_range("num_inference_steps", steps, 1, spec.max_steps)
-    guidance = spec.guidance if inputs.guidance_scale is None else inputs.guidance_scale
-    check_range("guidance_scale", guidance, 0.0, spec.max_guidance)
+    checks.output_files(inputs.output_format, inputs.output_quality)
+    num_outputs = checks.num_outputs(inputs.num_outputs)
+    steps = checks.steps(spec, inputs.num_inference_steps)
+    guidance = checks.guidance(spec, inputs.guidance_scale, "guidance_scale")
     if inputs.negative_prompt and guidance <= 1:
         log.info(f"negative_prompt is ignored: guidance_scale={guidance} turns guidance off")
     scheduler = inputs.scheduler or spec.scheduler
@@ -151,14 +124,14 @@ def plan(spec: ModelSpec, inputs: SDXLInputs) -> SDXLJob:
         check_range("width", inputs.width, MIN_SIDE, MAX_SIDE)
         check_range("height", inputs.height, MIN_SIDE, MAX_SIDE)
         width, height = round_to_multiple(inputs.width, inputs.height, spec.size_multiple)
+        strength = 1.0
     else:
-        width, height = image.size
-        log.info(
-            f"Output size {width}x{height} follows the input image; width and height are ignored."
-        )
+        width, height = checks.size_of_image(image, "width and height are ignored")
         # SDXL's img2img rounds the steps it runs down.
-        check_strength(inputs.prompt_strength, steps, int(steps * inputs.prompt_strength))
+        steps_run = int(steps * inputs.prompt_strength)
+        strength = checks.strength(inputs.prompt_strength, steps, steps_run)
     return SDXLJob(
+        mode=checks.mode(spec, edit_mode(image, mask)),
         prompt=inputs.prompt,
         # None rather than "": SDXL's config asks for zeroed negative embeddings when there
         # is no negative prompt (force_zeros_for_empty_prompt); the pipeline does that
@@ -166,10 +139,10 @@ def plan(spec: ModelSpec, inputs: SDXLInputs) -> SDXLJob:
         negative_prompt=inputs.negative_prompt or None,
         width=width,
         height=height,
-        num_outputs=inputs.num_outputs,
+        num_outputs=num_outputs,
         steps=steps,
         guidance=guidance,
-        seed=resolve_seed(inputs.seed),
+        seed=checks.seed(inputs.seed),
         scheduler=scheduler,
         scheduler_choice=SCHEDULERS[scheduler],
         refine=inputs.refine,
@@ -177,7 +150,7 @@ def plan(spec: ModelSpec, inputs: SDXLInputs) -> SDXLJob:
         refine_steps=refine_steps,
         image=image,
         mask=mask,
-        strength=inputs.prompt_strength if image is not None else 1.0,
+        strength=strength,
         loras=loras,
         go_fast=inputs.go_fast,
     )

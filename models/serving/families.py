@@ -1,7 +1,7 @@
-"""Model family name (ModelSpec.family) -> the plain model class that serves it."""
+"""Model family name (ModelSpec.family) -> its Family (models/engine/family.py)."""
 
-from models.flux.model import FluxModel
-from models.sdxl.model import SDXLModel
-from models.serving.model import DiffusionModel
+from models.engine.family import Family
+from models.flux.family import FLUX
+from models.sdxl.family import SDXL
 
-FAMILIES: dict[str, type[DiffusionModel]] = {"flux": FluxModel, "sdxl": SDXLModel}
+FAMILIES: dict[str, Family] = {family.name: family for family in (FLUX, SDXL)}

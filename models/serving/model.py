@@ -11,19 +11,19 @@ from pathlib import Path
 
 from PIL import Image
 
+from models.engine.extras import load_safety
 from models.engine.fast import cache_path, load_compile_cache, plan_fast, save_compile_cache
 from models.engine.loading import pick_device
 from models.log import log
-from models.loras.adapters import LoraStore
-from models.loras.cache import LoraCache
-from models.loras.sources import Hosts, Tokens
+from models.loras.fetch import LoraFetcher
+from models.loras.source import Tokens
 from models.request.job import at_native_size
 from models.request.outputs import save_images
 from models.request.safety import SafetyChecker, filter_safe
 from models.serving import shutdown
+from models.serving.families import FAMILIES
 from models.settings import Settings
 from models.specs import ModelSpec
-from models.weights.resolver import resolve
 
 
 def finish(
@@ -50,7 +50,7 @@ def finish(
         )
         paths = save_images(images, output_format=output_format, output_quality=output_quality)
         try:
-            _, kept = verdict.result()
+            kept = verdict.result()
         except BaseException:  # no image is safe: nothing of this request stays on disk
             shutil.rmtree(paths[0].parent, ignore_errors=True)
             raise
@@ -60,64 +60,50 @@ def finish(
     return [paths[index] for index in kept]
 
 
-def load_safety(names: tuple[str, str], device: str, fetch) -> SafetyChecker:
-    compvis, falcon = (fetch(name) for name in names)
-    return SafetyChecker.load(compvis, falcon, device=device)
-
-
-def lora_store(settings: Settings) -> LoraStore:
-    cache = LoraCache(settings.lora_cache_dir, int(settings.lora_cache_gb * 1e9))
-    hosts = Hosts(settings.hf_endpoint, settings.civitai_endpoint, settings.replicate_endpoint)
-    return LoraStore(cache, hosts)
-
-
 class DiffusionModel:
     """What a predictor does, without Cog: setup once, predict many times.
 
-    A family subclasses it with its `plan` function, `load_components` (also what
-    train.py loads) and `engine` class; the engine's generate(job, tokens) returns PIL
-    images, which are safety-checked and saved here.
+    The spec's family (models/serving/families.py) gives the inputs, plan(), components
+    and engine; the engine's generate(job, tokens) returns PIL images, which are
+    safety-checked and saved here.
     """
 
-    plan = None  # staticmethod(plan) in a subclass: (spec, inputs) -> job
-    inputs = None  # the family's inputs dataclass
-    engine = None  # the family's engine class: (spec, components, device, ...) -> engine
-
-    @classmethod
-    def load_components(cls, spec: ModelSpec, settings: Settings, device: str, *, training=False):
-        """The family's models, loaded once (MODEL_WEIGHTS honoured). `training` leaves out
-        what only serving uses (SDXL's refiner)."""
-        raise NotImplementedError
-
     def __init__(self, spec: ModelSpec, settings: Settings, *, components=None):
-        """`components` replaces load_components (benchmarks build random full-size ones)."""
+        """`components` replaces the family's load_components (benchmarks build random
+        full-size ones)."""
         started = time.perf_counter()
         self.spec, self.settings = spec, settings
+        self.family = FAMILIES[spec.family]
         shutdown.configure(settings.drain_file)
         device = pick_device(settings.device)
         if components is None:
-            components = self.load_components(spec, settings, device)
-        self.engine = type(self).engine(
+            components = self.family.load_components(spec, settings, device)
+        self.engine = self.family.engine(
             spec,
             components,
             device,
-            loras=lora_store(settings),
+            loras=LoraFetcher.from_settings(settings),
             max_loras=settings.lora_max_loaded,
             fast=plan_fast(settings.compile, settings.fp8, device),
             lora_target_rank=settings.lora_target_rank,
+            on_step=shutdown.cancel_if_overdue,
         )
         if self.engine.fast is not None and self.engine.fast_plan.compile:
             self.warm_up(
                 cache_path(settings.compile_cache_dir, spec.name, self.engine.fast_plan, device)
             )
-        fetch = lambda name: resolve(name, settings)  # noqa: E731
-        self.safety = load_safety(spec.safety, device, fetch) if settings.safety_checker else None
+        self.safety = load_safety(spec, settings, device)
         self._last_outputs: Path | None = None
         log.info(f"Loaded {spec.name} on {device} in {time.perf_counter() - started:.1f}s")
 
-    def warm_up_inputs(self) -> list:
-        """Requests that compile every graph variant the go_fast model needs."""
-        raise NotImplementedError
+    @property
+    def inputs(self) -> type:
+        """The family's plain inputs dataclass."""
+        return self.family.inputs
+
+    def plan(self, spec: ModelSpec, inputs):
+        """The family's plan(): inputs, validated, into a job."""
+        return self.family.plan(spec, inputs)
 
     def warm_up(self, cache: Path) -> None:
         """Compile the go_fast model now (from the compile cache when present), with and
@@ -125,7 +111,7 @@ class DiffusionModel:
         load_compile_cache(cache)
         started = time.perf_counter()
         slot_passes = (False, True) if self.engine.fast.slots is not None else (False,)
-        for inputs in self.warm_up_inputs():
+        for inputs in self.family.warm_up_inputs():
             job = self.plan(self.spec, inputs)
             for idle in slot_passes:
                 self.engine.generate(job, Tokens(), warm_slots=idle)

@@ -12,7 +12,7 @@ from pathlib import Path
 
 from models.errors import InputError, check_choice, check_range
 from models.log import log
-from models.request.job import resolve_seed
+from models.request import checks
 from models.specs import ModelSpec
 from models.train.data import parse_resolutions
 
@@ -134,7 +134,7 @@ def plan(spec: ModelSpec, inputs: TrainInputs) -> TrainConfig:
         gradient_checkpointing=inputs.gradient_checkpointing,
         cache_latents=inputs.cache_latents,
         autocaption=inputs.autocaption,
-        seed=resolve_seed(inputs.seed),
+        seed=checks.seed(inputs.seed),
         checkpoint_every=inputs.checkpoint_every,
         samples=inputs.samples,
         guidance=inputs.guidance if spec.guidance is not None else 0.0,

@@ -17,9 +17,9 @@ from safetensors import safe_open
 from safetensors.torch import save_file
 
 from models.log import log
+from models.loras.source import LORA_FILE
 from models.train.kohya import TO_KOHYA
 
-LORA_FILE = "lora.safetensors"  # the name pick_file (models/loras/sources.py) picks first
 KOHYA_FILE = "lora_kohya.safetensors"
 CONFIG_FILE = "config.json"
 CAPTIONS_DIR = "captions"

@@ -48,6 +48,8 @@ class WeightsEntry:
     # Components named in model_index.json whose weights this entry does not carry: the
     # engine takes them from another entry (models/weights/completeness.py skips them).
     borrowed: tuple[str, ...] = ()
+    # For a model loaded beside a pipeline (models/engine/extras.py): how it loads.
+    loader: str | None = None
 
 
 DIFFUSERS_FILES = ("*.json", "*.txt", "*.model", "**/*.safetensors", "**/*.json", "**/*.txt")
@@ -110,6 +112,7 @@ MANIFEST: dict[str, WeightsEntry] = {
                 ),
             ),
             marker="config.json",
+            loader="compvis-safety",
             licence="not stated on its model card (CompVis/stable-diffusion-safety-checker)",
         ),
         WeightsEntry(
@@ -126,6 +129,7 @@ MANIFEST: dict[str, WeightsEntry] = {
                 ),
             ),
             marker="config.json",
+            loader="vit-classifier",
             licence="Apache-2.0",
         ),
         WeightsEntry(
@@ -149,8 +153,8 @@ MANIFEST: dict[str, WeightsEntry] = {
             "tiny-sdxl-refiner", build="tiny-sdxl-refiner", borrowed=("vae", "text_encoder_2")
         ),
         # Tiny checkers that flag nothing: tests build stricter ones themselves.
-        WeightsEntry("tiny-safety-checker", build="tiny-compvis"),
-        WeightsEntry("tiny-falcon-nsfw", build="tiny-falcon"),
+        WeightsEntry("tiny-safety-checker", build="tiny-compvis", loader="compvis-safety"),
+        WeightsEntry("tiny-falcon-nsfw", build="tiny-falcon", loader="vit-classifier"),
         # A random BLIP: captions are noise, the captioning path is real.
         WeightsEntry("tiny-captioner", build="tiny-captioner", marker="config.json"),
     )
@@ -162,4 +166,6 @@ def get_entry(name: str) -> WeightsEntry:
         return MANIFEST[name]
     except KeyError:
         known = ", ".join(sorted(MANIFEST))
-        raise ValueError(f"No weights named {name!r} in models/weights/manifest.py: {known}.") from None
+        raise ValueError(
+            f"No weights named {name!r} in models/weights/manifest.py: {known}."
+        ) from None

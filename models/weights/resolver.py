@@ -28,11 +28,11 @@ from pathlib import Path
 
 from filelock import FileLock, Timeout
 
-from models.weights.completeness import missing_parts
 from models.errors import WeightsError
 from models.log import log
-from models.weights.manifest import DIFFUSERS_FILES, Source, WeightsEntry, get_entry
 from models.settings import Settings, load_settings
+from models.weights.completeness import missing_parts
+from models.weights.manifest import DIFFUSERS_FILES, Source, WeightsEntry, get_entry
 
 _BUILD_STAMP = ".build-version"
 # In a source's staging folder: its download finished and was checked.
@@ -70,7 +70,8 @@ def _build(entry: WeightsEntry, target: Path) -> Path:
     if _build_is_current(target, version) and not damage:
         return target
     if target.exists():
-        why = "; ".join(damage) or "it was built from an older models/weights/builds.py or mini/ folder"
+        older = "it was built from an older models/weights/builds.py or mini/ folder"
+        why = "; ".join(damage) or older
         log.info(f"Rebuilding {entry.name}: {why}")
         shutil.rmtree(target)
     started = time.perf_counter()

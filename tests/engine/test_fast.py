@@ -15,13 +15,12 @@ import torch._dynamo.utils as dynamo_utils
 from PIL import Image
 
 from models.engine.fast import FastPlan, linear_weight_bytes, load_compile_cache, plan_fast
-from models.flux.model import FluxModel
 from models.flux.plan import FluxInputs
-from models.loras.sources import Tokens
+from models.loras.source import Tokens
 from models.request.job import Job, seeded_generator
 from models.request.sizes import ASPECT_RATIOS
-from models.sdxl.model import SDXLModel
 from models.sdxl.plan import SDXLInputs
+from models.serving.model import DiffusionModel
 from models.specs import get_spec
 from tests.conftest import fast_settings, write_image
 from tools.fixtures.loras import flux_lora, sdxl_lora
@@ -108,8 +107,8 @@ def denoise(model, inputs) -> Job:
     decode, safety check and image encoding are left out (they cost most at 1 MP here)."""
     job = model.plan(model.spec, inputs)
     engine = model.engine
-    with engine.request(job, Tokens()) as pipe, torch.inference_mode():
-        pipe(**engine.base_kwargs(job, seeded_generator(job.seed)), output_type="latent")
+    with engine.request(job, Tokens()) as (pipe,), torch.inference_mode():
+        pipe(**engine.call_args(job, seeded_generator(job.seed)), output_type="latent")
     return job
 
 
@@ -139,7 +138,7 @@ def test_the_compile_cache_is_saved_after_warm_up_and_loads(compiled_flux, caplo
 @pytest.fixture(scope="module")
 def fp8_flux(settings, tmp_path_factory):
     folder = tmp_path_factory.mktemp("fp8")
-    return FluxModel(get_spec("tiny-flux-dev"), fast_settings(settings, folder, fp8="on"))
+    return DiffusionModel(get_spec("tiny-flux-dev"), fast_settings(settings, folder, fp8="on"))
 
 
 def test_fp8_halves_the_quantized_layers_and_keeps_the_listed_ones(fp8_flux):
@@ -169,7 +168,7 @@ def test_a_lora_on_the_fp8_path_draws_what_it_draws_at_full_precision(fp8_flux, 
 
 
 def test_sdxl_go_fast_path_with_fp8_and_a_lora(settings, tmp_path):
-    model = SDXLModel(get_spec("tiny-sdxl"), fast_settings(settings, tmp_path, fp8="on"))
+    model = DiffusionModel(get_spec("tiny-sdxl"), fast_settings(settings, tmp_path, fp8="on"))
     lora = str(sdxl_lora(model.engine.pipes["txt2img"], tmp_path / "l.safetensors", rank=4))
     inputs = dict(
         prompt="a red circle",

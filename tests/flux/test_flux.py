@@ -11,21 +11,21 @@ import torch
 from PIL import Image
 
 from models.errors import InputError
-from models.flux.model import FluxModel
 from models.flux.plan import FluxInputs, plan
 from models.request.sizes import ASPECT_RATIOS
+from models.serving.model import DiffusionModel
 from models.specs import get_spec
 from tests.conftest import assert_plan_rejects, write_image
 
 
 @pytest.fixture(scope="module")
 def schnell(settings):
-    return FluxModel(get_spec("tiny-flux-schnell"), replace(settings, safety_checker=False))
+    return DiffusionModel(get_spec("tiny-flux-schnell"), replace(settings, safety_checker=False))
 
 
 @pytest.fixture(scope="module")
 def dev(settings):
-    return FluxModel(get_spec("tiny-flux-dev"), replace(settings, safety_checker=False))
+    return DiffusionModel(get_spec("tiny-flux-dev"), replace(settings, safety_checker=False))
 
 
 def pixels(path) -> np.ndarray:
@@ -157,10 +157,19 @@ def test_schnell_takes_no_guidance(schnell):
         (dict(num_outputs=5), ["num_outputs"]),
         (dict(seed=2**32), ["seed"]),
         (dict(aspect_ratio="7:3"), ["aspect_ratio"]),
+        (dict(output_format="gif"), ["output_format", '"webp", "jpg", "png"']),
+        (dict(output_quality=-1), ["output_quality", "0 to 100"]),
+        (dict(output_quality=101), ["output_quality", "0 to 100"]),
     ],
 )
 def test_bad_inputs_name_the_input(schnell, tmp_path, inputs, words):
     assert_plan_rejects(schnell, tmp_path, inputs, words)
+
+
+def test_bad_output_settings_are_refused_before_any_generation(schnell, monkeypatch):
+    monkeypatch.setattr(schnell.engine, "generate", lambda *a, **k: pytest.fail("generated"))
+    with pytest.raises(InputError, match="^output_format 'gif'"):
+        schnell.predict(FluxInputs(prompt="x", output_format="gif"))
 
 
 def test_corrupt_image_is_an_input_error(schnell, tmp_path):
@@ -203,12 +212,12 @@ def test_model_weights_single_file_replaces_only_the_transformer(settings, tmp_p
     base = replace(settings, safety_checker=False)
     custom = replace(base, model_weights=str(tmp_path / "my-flux-finetune.safetensors"))
     spec = get_spec("tiny-flux-schnell")
-    model = FluxModel(spec, custom)
+    model = DiffusionModel(spec, custom)
     loaded = model.engine.pipes["txt2img"].transformer.state_dict()
     assert all(torch.equal(loaded[k], tuned[k]) for k in tuned)
     inputs = FluxInputs(prompt="a fox", megapixels="0.25", seed=9, output_format="png")
     ours = pixels(model.predict(inputs)[0])
-    theirs = pixels(FluxModel(spec, base).predict(inputs)[0])
+    theirs = pixels(DiffusionModel(spec, base).predict(inputs)[0])
     assert np.abs(ours - theirs).max() > 0
 
 
@@ -217,7 +226,7 @@ def test_inpainting_keeps_the_black_area_in_latent_space(dev, tmp_path):
     # and the VAE decoder then mixes some of the repainted half into it, so the check is
     # exact in latents. FLUX's pipeline encodes the input with a sample of the VAE's
     # distribution, drawn first from the request's generator: the same draw here.
-    from models.loras.sources import Tokens
+    from models.loras.source import Tokens
     from models.request.job import seeded_generator
 
     y, x = np.mgrid[0:256, 0:256]
@@ -234,8 +243,8 @@ def test_inpainting_keeps_the_black_area_in_latent_space(dev, tmp_path):
         seed=5,
     )
     job, engine = plan(dev.spec, inputs), dev.engine
-    with torch.inference_mode(), engine.request(job, Tokens()) as pipe:
-        kwargs = {**engine.base_kwargs(job, seeded_generator(job.seed)), "output_type": "latent"}
+    with torch.inference_mode(), engine.request(job, Tokens()) as (pipe,):
+        kwargs = {**engine.call_args(job, seeded_generator(job.seed)), "output_type": "latent"}
         packed = pipe(**kwargs).images
         result = pipe._unpack_latents(packed, job.height, job.width, pipe.vae_scale_factor)
         encoded = pipe.vae.encode(pipe.image_processor.preprocess(job.image)).latent_dist

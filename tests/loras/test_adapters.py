@@ -14,10 +14,9 @@ from PIL import Image
 from safetensors.torch import load_file, save_file
 
 from models.errors import InputError
-from models.flux.model import FluxModel
 from models.flux.plan import FluxInputs
-from models.sdxl.model import SDXLModel
 from models.sdxl.plan import SDXLInputs
+from models.serving.model import DiffusionModel
 from models.specs import get_spec
 from tools.fixtures.hub import Hub
 from tools.fixtures.loras import flux_lora, sdxl_lora
@@ -53,7 +52,7 @@ def small_image(tmp_path_factory):
 def flux(settings, tmp_path_factory, hub):
     cache = tmp_path_factory.mktemp("lora-cache")
     custom = replace(settings, safety_checker=False, lora_cache_dir=cache, lora_max_loaded=3)
-    return FluxModel(get_spec("tiny-flux-dev"), replace(custom, **hub.endpoints()))
+    return DiffusionModel(get_spec("tiny-flux-dev"), replace(custom, **hub.endpoints()))
 
 
 @pytest.fixture(scope="module")
@@ -81,8 +80,8 @@ def flux_base(flux):
 
 
 def run(model, **kw) -> np.ndarray:
-    inputs = (FluxInputs if isinstance(model, FluxModel) else SDXLInputs)(
-        **{**(FLUX if isinstance(model, FluxModel) else SDXL), **kw}
+    inputs = (FluxInputs if model.spec.family == "flux" else SDXLInputs)(
+        **{**(FLUX if model.spec.family == "flux" else SDXL), **kw}
     )
     return pixels(model.predict(inputs))
 
@@ -232,7 +231,7 @@ def test_scales_out_of_range_are_refused_before_any_work(flux, hub):
 @pytest.fixture(scope="module")
 def sdxl(settings, tmp_path_factory):
     cache = tmp_path_factory.mktemp("sdxl-lora-cache")
-    return SDXLModel(
+    return DiffusionModel(
         get_spec("tiny-sdxl"), replace(settings, safety_checker=False, lora_cache_dir=cache)
     )
 

@@ -16,7 +16,8 @@ from safetensors.torch import save
 from models.errors import InputError
 from models.loras import fetch as lora_fetch
 from models.loras.fetch import fetch_source
-from models.loras.sources import Hosts, Tokens, parse_source, pick_file
+from models.loras.kinds import parse_source
+from models.loras.source import Hosts, Tokens, pick_file
 from tests.files_server import make_tar
 from tools.fixtures.hub import CivitaiModel, HfRepo, Hub
 

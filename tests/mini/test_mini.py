@@ -16,7 +16,7 @@ from PIL import Image
 
 from models.mini import judge, world
 from models.mini.data import to_tensor
-from models.serving.families import FAMILIES
+from models.serving.model import DiffusionModel
 from models.specs import get_spec
 from tools.bench.quality import RECOMMENDED_GUIDANCE, draw, scene_inputs
 
@@ -26,7 +26,7 @@ MODELS = ["mini-flux-schnell", "mini-sdxl"]
 @pytest.fixture(scope="module", params=MODELS)
 def mini(request, settings):
     spec = get_spec(request.param)
-    return FAMILIES[spec.family](spec, replace(settings, safety_checker=False))
+    return DiffusionModel(spec, replace(settings, safety_checker=False))
 
 
 def test_the_judge_reads_every_reference_scene_at_every_trained_shape():

@@ -22,7 +22,7 @@ import numpy as np
 import pytest
 
 from models.mini import judge, world
-from models.serving.families import FAMILIES
+from models.serving.model import DiffusionModel
 from models.specs import get_spec
 from tests.train.helpers import archive, quick_run
 from tools.bench.quality import draw, scene_inputs
@@ -87,7 +87,7 @@ def trained(settings, tmp_path_factory):
 @pytest.fixture(scope="module")
 def mini(settings):
     spec = get_spec(MODEL)
-    return FAMILIES[spec.family](spec, replace(settings, safety_checker=False))
+    return DiffusionModel(spec, replace(settings, safety_checker=False))
 
 
 def _draw(mini, scene, seed, **extra):

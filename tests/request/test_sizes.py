@@ -153,13 +153,16 @@ def test_a_job_past_the_native_side_runs_smaller_with_its_images_and_is_logged(c
     from models.request.job import Job, at_native_size
 
     image, mask = Image.new("RGB", (512, 256), "red"), Image.new("L", (512, 256), 255)
-    job = Job(prompt="x", width=512, height=256, num_outputs=1, steps=1, guidance=0, seed=0,
-              image=image, mask=mask)  # fmt: skip
+    control = Image.new("RGB", (512, 256), "blue")
+    job = Job(mode="inpaint", prompt="x", width=512, height=256, num_outputs=1, steps=1,
+              guidance=0, seed=0, image=image, mask=mask,
+              conditioning={"control_image": control})  # fmt: skip
     assert at_native_size(job, None, 16) == (job, None)
     assert at_native_size(job, 512, 16) == (job, None)
     with caplog.at_level(logging.INFO, logger="models"):
         native, upscale = at_native_size(job, 128, 16)
     assert upscale == (512, 256)
     assert (native.width, native.height) == native.image.size == native.mask.size == (128, 64)
+    assert native.conditioning["control_image"].size == (128, 64)
     assert native.mask.getextrema() == (255, 255)  # a mask stays binary
     assert "drawing at 128x64, then upscaling to 512x256" in caplog.text

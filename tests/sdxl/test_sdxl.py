@@ -14,18 +14,17 @@ from PIL import Image
 
 from models.engine import loading
 from models.errors import InputError, WeightsError
-from models.loras.sources import Tokens
-from models.sdxl.engine import make_scheduler
-from models.sdxl.model import SDXLModel
+from models.loras.source import Tokens
 from models.sdxl.plan import (
     HIGH_NOISE_FRAC,
     MAX_SIDE,
     MIN_SIDE,
     REFINE_MODES,
-    SCHEDULERS,
     SDXLInputs,
     plan,
 )
+from models.sdxl.schedulers import SCHEDULERS, make_scheduler
+from models.serving.model import DiffusionModel
 from models.specs import get_spec
 from models.weights.resolver import resolve
 from tests.conftest import assert_plan_rejects, write_image
@@ -36,7 +35,7 @@ FEW = dict(num_inference_steps=4, seed=5)
 
 @pytest.fixture(scope="module")
 def sdxl(settings):
-    return SDXLModel(get_spec("tiny-sdxl"), replace(settings, safety_checker=False))
+    return DiffusionModel(get_spec("tiny-sdxl"), replace(settings, safety_checker=False))
 
 
 @pytest.fixture
@@ -171,11 +170,12 @@ def inpaint_latents(sdxl, inputs: SDXLInputs) -> tuple[torch.Tensor, torch.Tenso
     """The inpainting result (refined if asked) and the input image, both as latents."""
     job, engine = plan(sdxl.spec, inputs), sdxl.engine
     generator = torch.Generator().manual_seed(job.seed)
-    with torch.inference_mode(), engine.request(job, Tokens()) as (pipe, refiner):
-        result = pipe(**{**engine.base_kwargs(job, generator), "output_type": "latent"}).images
+    with torch.inference_mode(), engine.request(job, Tokens()) as stages:
+        pipe = stages[0]
+        result = pipe(**{**engine.call_args(job, generator), "output_type": "latent"}).images
         if job.refine != "no_refiner":
-            kwargs = engine.refiner_kwargs(job, result, generator)
-            result = refiner(**kwargs, output_type="latent").images
+            kwargs = engine.call_args(job, generator, stage=1, previous=result)
+            result = stages[1](**kwargs, output_type="latent").images
         pixels_in = pipe.image_processor.preprocess(job.image)
         clean = pipe.vae.encode(pixels_in).latent_dist.mode() * pipe.vae.config.scaling_factor
     return result, clean
@@ -274,7 +274,7 @@ def test_model_weights_file_loads_as_a_single_file_checkpoint(settings, tmp_path
     checkpoint = tmp_path / "my-finetune.safetensors"
     checkpoint.write_bytes(b"not read by the stub")
     custom = replace(settings, safety_checker=False, model_weights=str(checkpoint))
-    model = SDXLModel(get_spec("tiny-sdxl"), custom)
+    model = DiffusionModel(get_spec("tiny-sdxl"), custom)
     ((path, kwargs),) = calls
     assert path == str(checkpoint) and kwargs["config"] == str(folder)
     assert sizes(model.predict(SDXLInputs(prompt="x", **SMALL))) == [(256, 256)]

@@ -10,15 +10,16 @@ from types import SimpleNamespace
 import pytest
 from PIL import Image
 
-from models.engine import loading
-from models.flux.model import FluxModel
+from models.engine import extras, loading
 from models.flux.plan import FluxInputs
-from models.request.safety import NSFW_MESSAGE, NSFWError, build_tiny_compvis, build_tiny_falcon
+from models.request.safety import NSFW_MESSAGE, NSFWError
 from models.serving import model as serving
+from models.serving.model import DiffusionModel
 from models.settings import load_settings
 from models.specs import get_spec
-from models.weights import builds as tiny
-from models.weights import manifest
+from models.weights import builds as builds_module
+from models.weights import manifest, resolver
+from models.weights.builds import build_tiny_compvis, build_tiny_falcon
 from models.weights.manifest import WeightsEntry
 
 
@@ -33,16 +34,16 @@ def test_safety_checker_setting_is_read_from_the_environment(monkeypatch):
 
 def test_disabled_deployment_neither_resolves_nor_loads_checkers(settings, monkeypatch):
     resolved = []
-    real = serving.resolve
+    real = resolver.resolve
 
     def spy(name, s, **kw):
         resolved.append(name)
         return real(name, s, **kw)
 
-    # The pipeline's weights resolve in models/engine/loading.py, the checkers' here.
+    # Everything setup resolves goes through these two: the pipeline, then the extras.
     monkeypatch.setattr(loading, "resolve", spy)
-    monkeypatch.setattr(serving, "resolve", spy)
-    model = FluxModel(get_spec("tiny-flux-schnell"), replace(settings, safety_checker=False))
+    monkeypatch.setattr(extras, "resolve", spy)
+    model = DiffusionModel(get_spec("tiny-flux-schnell"), replace(settings, safety_checker=False))
     assert model.safety is None
     assert resolved == ["tiny-flux-schnell"]
 
@@ -51,20 +52,20 @@ def test_disabled_deployment_neither_resolves_nor_loads_checkers(settings, monke
 def strict_checkers():
     """Register tiny checkers with forced verdicts: stage 1 flags everything."""
     builds = {
-        "strict-compvis": lambda d: build_tiny_compvis(d, flag_all=True),
-        "falcon-says-nsfw": lambda d: build_tiny_falcon(d, verdict="nsfw"),
-        "falcon-says-normal": lambda d: build_tiny_falcon(d, verdict="normal"),
+        "strict-compvis": (lambda d: build_tiny_compvis(d, flag_all=True), "compvis-safety"),
+        "falcon-says-nsfw": (lambda d: build_tiny_falcon(d, verdict="nsfw"), "vit-classifier"),
+        "falcon-says-normal": (lambda d: build_tiny_falcon(d, verdict="normal"), "vit-classifier"),
     }
     with pytest.MonkeyPatch.context() as mp:
-        for name, builder in builds.items():
-            mp.setitem(tiny.BUILDERS, name, builder)
-            mp.setitem(manifest.MANIFEST, name, WeightsEntry(name, build=name))
+        for name, (builder, loader) in builds.items():
+            mp.setitem(builds_module.BUILDERS, name, builder)
+            mp.setitem(manifest.MANIFEST, name, WeightsEntry(name, build=name, loader=loader))
         yield
 
 
-def model_with(settings, safety: tuple[str, str]) -> FluxModel:
+def model_with(settings, safety: tuple[str, str]) -> DiffusionModel:
     spec = replace(get_spec("tiny-flux-schnell"), safety=safety)
-    return FluxModel(spec, settings)
+    return DiffusionModel(spec, settings)
 
 
 def small(**kw) -> FluxInputs:
@@ -114,6 +115,7 @@ def test_only_the_safe_images_stay_on_disk(tmp_path, monkeypatch):
 
 def test_disable_safety_checker_skips_both_stages(settings, strict_checkers, caplog):
     model = model_with(settings, ("strict-compvis", "falcon-says-nsfw"))
+    caplog.clear()  # setup logged loading the checkers by name
     with caplog.at_level(logging.INFO, logger="models"):
         paths = model.predict(small(disable_safety_checker=True))
     assert len(paths) == 1

@@ -16,9 +16,9 @@ from dataclasses import replace
 
 import pytest
 
-from models.flux.model import FluxModel
 from models.flux.plan import FluxInputs
 from models.serving import shutdown
+from models.serving.model import DiffusionModel
 from models.settings import REPO_ROOT
 from models.specs import get_spec
 from tools.server import free_port, http_json, predict, running
@@ -32,7 +32,7 @@ SHORT = {"prompt": "x", "megapixels": "0.25", "num_inference_steps": 8}
 
 def test_the_worker_refuses_new_work_and_cancels_overdue_steps(settings, tmp_path, monkeypatch):
     drain = tmp_path / "drain"
-    model = FluxModel(get_spec("tiny-flux-schnell"), replace(settings, safety_checker=False))
+    model = DiffusionModel(get_spec("tiny-flux-schnell"), replace(settings, safety_checker=False))
     inputs = FluxInputs(prompt="x", megapixels="0.25", num_inference_steps=2)
     # Process-wide state, as in a worker: restored after the test. (A predictor's setup
     # elsewhere in this session may have set coglet's exception.)

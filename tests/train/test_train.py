@@ -18,7 +18,7 @@ from safetensors.torch import load_file, save_file
 
 import train as train_py
 from models.errors import InputError
-from models.serving.families import FAMILIES
+from models.serving.model import DiffusionModel
 from models.specs import get_spec
 from models.train import kohya
 from models.train.config import TrainInputs, input_defaults, plan
@@ -77,7 +77,7 @@ def _predict(model, **inputs):
 @pytest.fixture(scope="module")
 def flux_model(settings):
     spec = get_spec("tiny-flux-dev")
-    return FAMILIES["flux"](spec, replace(settings, safety_checker=False))
+    return DiffusionModel(spec, replace(settings, safety_checker=False))
 
 
 def test_the_tar_loads_in_the_predictor_changes_its_output_and_names_the_trigger(
@@ -114,7 +114,7 @@ def test_resume_refuses_other_settings(settings, data, flux_run, tmp_path):
 def test_sdxl_trains_and_its_kohya_copy_has_the_same_effect(settings, data, tmp_path):
     result, tar = quick_run(settings, "tiny-sdxl", data, tmp_path / "sdxl", steps=3,
                             checkpoint_every=0, samples=0)  # fmt: skip
-    model = FAMILIES["sdxl"](get_spec("tiny-sdxl"), replace(settings, safety_checker=False))
+    model = DiffusionModel(get_spec("tiny-sdxl"), replace(settings, safety_checker=False))
 
     def predict(**kw):
         return _predict(

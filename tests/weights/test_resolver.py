@@ -7,7 +7,7 @@ from dataclasses import replace
 import pytest
 
 from models.errors import WeightsError
-from models.weights import builds as tiny
+from models.weights import builds
 from models.weights import manifest, resolver
 from models.weights.manifest import Source, WeightsEntry
 from tests.files_server import diffusers_folder, make_tar, safetensors_file, sha256
@@ -55,12 +55,12 @@ def test_build_entry_is_built_once_and_rebuilt_when_stale(entries, weights_setti
         (dest / "model_index.json").write_text("{}")
         return dest
 
-    monkeypatch.setitem(tiny.BUILDERS, "fake", fake_builder)
+    monkeypatch.setitem(builds.BUILDERS, "fake", fake_builder)
     name = entries(WeightsEntry("fake-model", build="fake"))
     folder = resolver.resolve(name, weights_settings)
     assert (folder / "model_index.json").is_file() and len(calls) == 1
     assert resolver.resolve(name, weights_settings) == folder and len(calls) == 1
-    monkeypatch.setattr(tiny, "BUILD_VERSION", "next")
+    monkeypatch.setattr(builds, "BUILD_VERSION", "next")
     resolver.resolve(name, weights_settings)
     assert len(calls) == 2
     # Nothing half-built is left next to the result.
@@ -77,7 +77,7 @@ def test_a_damaged_build_is_rebuilt(entries, weights_settings, monkeypatch):
         (dest / "unet" / "config.json").write_text("{}")
         (dest / "unet" / "model.safetensors").write_bytes(safetensors_file())
 
-    monkeypatch.setitem(tiny.BUILDERS, "fake", builder)
+    monkeypatch.setitem(builds.BUILDERS, "fake", builder)
     name = entries(WeightsEntry("built-model", build="fake"))
     weights = resolver.resolve(name, weights_settings) / "unet" / "model.safetensors"
     weights.write_bytes(weights.read_bytes()[:100])  # truncated, e.g. a full disk

@@ -25,6 +25,7 @@ import torch
 from models.log import quiet_import_noise
 from models.request.job import seeded_generator
 from models.serving.families import FAMILIES
+from models.serving.model import DiffusionModel
 from models.settings import load_settings
 from models.specs import SPECS, get_spec
 from models.weights.resolver import resolve
@@ -70,13 +71,13 @@ def bench_bare(model: str, inputs: dict, runs: int) -> dict:
     spec = get_spec(model)
     family = FAMILIES[spec.family]
     # Safety checking is measured through the server; the bare call has none.
-    served = family(spec, replace(load_settings(), safety_checker=False))
+    served = DiffusionModel(spec, replace(load_settings(), safety_checker=False))
     job = family.plan(spec, family.inputs(**inputs))
     pipe, engine = served.engine.pipes[job.mode], served.engine
 
     def call():
         with torch.inference_mode():
-            pipe(**engine.base_kwargs(job, seeded_generator(job.seed)))
+            pipe(**engine.call_args(job, seeded_generator(job.seed)))
 
     call()  # warm-up
     return {

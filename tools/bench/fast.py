@@ -30,7 +30,7 @@ from PIL import Image
 
 from models.engine.fast import linear_weight_bytes
 from models.request.sizes import ASPECT_RATIOS
-from models.serving.families import FAMILIES
+from models.serving.model import DiffusionModel
 from models.settings import load_settings
 from models.specs import get_spec
 from models.weights.resolver import resolve
@@ -122,7 +122,7 @@ def setup_in_fresh_process(model_name: str, env: dict[str, str]) -> float:
 def _setup(model_name: str) -> None:
     spec = get_spec(model_name)
     started = time.perf_counter()
-    FAMILIES[spec.family](spec, load_settings())
+    DiffusionModel(spec, load_settings())
     print(json.dumps({"setup_s": round(time.perf_counter() - started, 3)}))
 
 
@@ -155,7 +155,7 @@ def bench_go_fast(model_name: str, inputs: dict, *, runs: int, fp8: str) -> dict
                "eager_setup_vs_read_ratio": round(result["eager_setup_s"] / read_s, 1)}  # fmt: skip
     settings = replace(load_settings(), safety_checker=False, compile="on", fp8=fp8,
                        compile_cache_dir=folder / "compile-cache")  # fmt: skip
-    model = FAMILIES[spec.family](spec, settings)
+    model = DiffusionModel(spec, settings)
     result["go_fast"] = model.engine.fast_plan.describe()
     eager = step_seconds(model, inputs, go_fast=False, runs=runs)
     fast = step_seconds(model, inputs, go_fast=True, runs=runs)

@@ -20,9 +20,10 @@ from dataclasses import replace
 import torch
 
 from models.serving.families import FAMILIES
+from models.serving.model import DiffusionModel
 from models.settings import load_settings
 from models.specs import get_spec
-from models.weights.builds import clip_tokenizer, flux_scheduler, sdxl_scheduler, t5_tokenizer
+from models.weights.parts import clip_tokenizer, flux_scheduler, sdxl_scheduler, t5_tokenizer
 
 CLIP_L = dict(
     hidden_size=768,
@@ -259,7 +260,7 @@ def bench_full(
         )
         if device == "cuda":
             torch.cuda.reset_peak_memory_stats()
-        model = family(spec, settings, components=components)
+        model = DiffusionModel(spec, settings, components=components)
         request = family.inputs(
             prompt="a cat in a hat", seed=1, num_inference_steps=steps, go_fast=go_fast, **sizes
         )

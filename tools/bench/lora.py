@@ -16,8 +16,9 @@ import time
 from dataclasses import replace
 from pathlib import Path
 
-from models.loras.sources import Tokens
+from models.loras.source import Tokens
 from models.serving.families import FAMILIES
+from models.serving.model import DiffusionModel
 from models.settings import load_settings
 from models.specs import get_spec
 from tools.fixtures.hub import Hub
@@ -48,7 +49,7 @@ def bench_lora(model_name: str, inputs: dict, *, runs: int, rank: int, compile_i
             compile_cache_dir=folder / "compile-cache",
             **hub.endpoints(),
         )
-        model = family(spec, settings)
+        model = DiffusionModel(spec, settings)
         pipe = model.engine.pipes["txt2img"]
         make = lora_for(spec.family)
         urls = [

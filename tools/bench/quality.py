@@ -7,12 +7,13 @@ from __future__ import annotations
 import time
 from dataclasses import replace
 
-from models.loras.sources import Tokens
+from models.loras.source import Tokens
 from models.mini import judge
 from models.mini.world import Scene, split
 from models.request import sizes
 from models.request.job import at_native_size
 from models.serving.families import FAMILIES
+from models.serving.model import DiffusionModel
 from models.settings import load_settings
 from models.specs import get_spec
 
@@ -51,7 +52,7 @@ def draw(served, inputs):
 
 def bench_quality(model: str) -> dict:
     spec = get_spec(model)
-    served = FAMILIES[spec.family](spec, replace(load_settings(), safety_checker=False))
+    served = DiffusionModel(spec, replace(load_settings(), safety_checker=False))
     _, held_out = split()
     started = time.perf_counter()
     result = {"model": model, "held_out_scenes": len(held_out)}

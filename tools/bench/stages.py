@@ -20,6 +20,7 @@ import torch
 
 from models.serving import model as serving
 from models.serving.families import FAMILIES
+from models.serving.model import DiffusionModel
 from models.settings import load_settings
 from models.specs import get_spec
 
@@ -54,7 +55,7 @@ def _timed(owner, name: str, bucket: list[float], device: str):
 def bench_stages(model_name: str, inputs: dict, *, runs: int, go_fast: bool) -> dict:
     spec = get_spec(model_name)
     family = FAMILIES[spec.family]
-    model = family(spec, replace(load_settings(), compile="auto"))
+    model = DiffusionModel(spec, replace(load_settings(), compile="auto"))
     engine = model.engine
     pipe = (engine.fast_pipes if go_fast and engine.fast else engine.pipes)["txt2img"]
     denoiser = engine.fast.model if go_fast and engine.fast else engine.eager
