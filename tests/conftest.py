@@ -43,28 +43,10 @@ def settings() -> Settings:
     return replace(load_settings(), weights_dir=REPO_ROOT / "weights", device="cpu", model="")
 
 
-@contextmanager
-def _in_background(start):
-    state, httpd = start()
-    try:
-        yield state
-    finally:
-        httpd.shutdown()
-        httpd.server_close()
-
-
-@pytest.fixture
-def server():
-    """A local HTTP server for files in memory (tests/files_server.py)."""
-    from tests import files_server
-
-    with _in_background(files_server.start) as state:
-        yield state
-
-
 @pytest.fixture
 def hub():
-    """A local stand-in for the Hugging Face Hub and the LoRA hosts (tools/fixtures/hub.py)."""
+    """A local stand-in for the file hosts (a CDN: ranges, ETags, cut connections, tokens),
+    the Hugging Face Hub and the LoRA hosts (tools/fixtures/hub.py)."""
     from tools.fixtures.hub import Hub
 
     with Hub() as hub:

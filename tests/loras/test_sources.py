@@ -18,8 +18,8 @@ from models.loras import fetch as lora_fetch
 from models.loras.fetch import fetch_source
 from models.loras.kinds import parse_source
 from models.loras.source import Hosts, Tokens, pick_file
-from tests.files_server import make_tar
 from tools.fixtures.hub import CivitaiModel, HfRepo, Hub
+from tools.fixtures.payloads import make_tar
 
 LORA = save({"transformer.x.lora_A.weight": torch.ones(2, 4)}, metadata={"k": "v"})
 

@@ -1,5 +1,5 @@
-"""Weights are installed whole or not at all (models/weights/resolver.py), against local stand-ins
-for the CDN (tests/files_server.py) and the Hugging Face Hub (tools/fixtures/hub.py)."""
+"""Weights are installed whole or not at all (models/weights/resolver.py), against the local
+stand-in (tools/fixtures/hub.py) for the CDN (its plain files) and the Hugging Face Hub."""
 
 from __future__ import annotations
 
@@ -12,8 +12,8 @@ import pytest
 from models.errors import WeightsError
 from models.weights import manifest, resolver
 from models.weights.manifest import DIFFUSERS_FILES, Source, WeightsEntry
-from tests.files_server import diffusers_folder, make_tar, safetensors_file, sha256
 from tools.fixtures.hub import HfRepo, Hub
+from tools.fixtures.payloads import diffusers_folder, make_tar, safetensors_file, sha256
 from tools.server import free_port
 
 UNET = "unet/diffusion_pytorch_model.safetensors"
@@ -46,10 +46,10 @@ def hf_source() -> Source:
     return Source(hf_repo=REPO, allow_patterns=DIFFUSERS_FILES)
 
 
-def served_tar(server, files: dict[str, bytes], path: str = "/model.tar") -> Source:
+def served_tar(hub: Hub, files: dict[str, bytes], path: str = "model.tar") -> Source:
     data = make_tar(files)
-    server.files[path] = data
-    return Source(url=server.url(path), sha256=sha256(data))
+    hub.files[path] = data
+    return Source(url=hub.file_url(path), sha256=sha256(data))
 
 
 def leftovers(weights_settings) -> list[str]:
@@ -132,66 +132,66 @@ def test_a_repo_missing_a_components_weights_is_refused(entry, weights_settings,
 # -- The CDN source: resume first, clean up what will never be resumed --
 
 
-def test_an_interrupted_url_download_is_resumed_right_away(entry, weights_settings, server):
+def test_an_interrupted_url_download_is_resumed_right_away(entry, weights_settings, hub):
     files = diffusers_folder(size=200_000)
-    name = entry(served_tar(server, files))
-    server.cut_after, server.cut_first = 1000, 2  # two answers break: one interruption
+    name = entry(served_tar(hub, files))
+    hub.cut_after, hub.cut_first = 1000, 2  # two answers break: one interruption
     assert contents(resolver.resolve(name, weights_settings)) == files  # in one call
-    assert server.served["/model.tar"] < 1.5 * len(server.files["/model.tar"])  # resumed
+    assert hub.served["model.tar"] < 1.5 * len(hub.files["model.tar"])  # resumed
     assert leftovers(weights_settings) == [name]
 
 
 def test_when_every_source_fails_the_partial_download_is_kept_to_resume(
-    entry, weights_settings, server, hub: Hub, monkeypatch
+    entry, weights_settings, hub: Hub, monkeypatch
 ):
     monkeypatch.setattr(resolver, "RESUME_ATTEMPTS", 1)
     files = diffusers_folder(size=500_000)
-    source = served_tar(server, files)
-    server.cut_after, server.cut_first = 1000, 1
+    source = served_tar(hub, files)
+    hub.cut_after, hub.cut_first = 1000, 1
     name = entry(source, hf_source())  # the Hub has no such repo
     with pytest.raises(WeightsError) as err:
         resolver.resolve(name, weights_settings)
     assert "resumes it" in str(err.value)
     partial = [p for p in leftovers(weights_settings) if p.endswith(".download")]
     assert len(partial) == 1  # the CDN's, kept
-    fetched = server.served["/model.tar"]
+    fetched = hub.served["model.tar"]
     assert contents(resolver.resolve(name, weights_settings)) == files
-    assert server.served["/model.tar"] - fetched < len(server.files["/model.tar"])  # resumed
+    assert hub.served["model.tar"] - fetched < len(hub.files["model.tar"])  # resumed
     assert leftovers(weights_settings) == [name]
 
 
 def test_what_another_source_made_useless_is_deleted(
-    entry, weights_settings, server, hub: Hub, monkeypatch
+    entry, weights_settings, hub: Hub, monkeypatch
 ):
     monkeypatch.setattr(resolver, "RESUME_ATTEMPTS", 1)
     files = diffusers_folder(size=500_000)
-    server.cut_after, server.cut_first = 1000, 1
+    hub.cut_after, hub.cut_first = 1000, 1
     hub.hf[REPO] = HfRepo(files)
-    name = entry(served_tar(server, files), hf_source())
+    name = entry(served_tar(hub, files), hf_source())
     assert contents(resolver.resolve(name, weights_settings)) == files  # from the Hub
     assert leftovers(weights_settings) == [name]  # the CDN's partial download is gone
 
 
-def test_a_tar_missing_weights_is_refused_and_not_kept(entry, weights_settings, server):
+def test_a_tar_missing_weights_is_refused_and_not_kept(entry, weights_settings, hub):
     files = diffusers_folder()
     files[UNET] = files[UNET][:-100]  # truncated
-    name = entry(served_tar(server, files))
+    name = entry(served_tar(hub, files))
     with pytest.raises(WeightsError, match="truncated"):
         resolver.resolve(name, weights_settings)
     assert leftovers(weights_settings) == []
 
 
-def test_an_existing_incomplete_folder_is_not_trusted(entry, weights_settings, server):
+def test_an_existing_incomplete_folder_is_not_trusted(entry, weights_settings, hub):
     files = diffusers_folder()
-    name = entry(served_tar(server, files))
+    name = entry(served_tar(hub, files))
     folder = resolver.resolve(name, weights_settings)
     (folder / UNET).write_bytes(files[UNET][: len(files[UNET]) // 2])
     with pytest.raises(WeightsError, match=r"unet/ diffusion_pytorch_model.safetensors is trunc"):
         resolver.resolve(name, weights_settings)
 
 
-def test_a_wrong_sha256_in_the_manifest_is_refused(entry, weights_settings, server):
-    source = served_tar(server, diffusers_folder())
+def test_a_wrong_sha256_in_the_manifest_is_refused(entry, weights_settings, hub):
+    source = served_tar(hub, diffusers_folder())
     name = entry(replace(source, sha256=sha256(b"something else")))
     with pytest.raises(WeightsError, match="sha256 mismatch"):
         resolver.resolve(name, weights_settings)
@@ -208,9 +208,9 @@ def _resolve_in_child(name, weights_settings, queue):
         queue.put(f"error: {err}")
 
 
-def test_two_processes_resolving_at_once_share_one_download(entry, weights_settings, server):
+def test_two_processes_resolving_at_once_share_one_download(entry, weights_settings, hub):
     files = diffusers_folder(size=500_000)
-    name = entry(served_tar(server, files))
+    name = entry(served_tar(hub, files))
     context = multiprocessing.get_context("fork")  # the children see the test's manifest
     queue = context.Queue()
     children = [
@@ -225,6 +225,6 @@ def test_two_processes_resolving_at_once_share_one_download(entry, weights_setti
     target = str(weights_settings.weights_dir / name)
     assert results == [target, target], results
     assert contents(weights_settings.weights_dir / name) == files
-    tar_size = len(server.files["/model.tar"])
-    assert server.served["/model.tar"] <= tar_size + 1  # fetched once (plus the probe byte)
+    tar_size = len(hub.files["model.tar"])
+    assert hub.served["model.tar"] <= tar_size + 1  # fetched once (plus the probe byte)
     assert leftovers(weights_settings) == [name]

@@ -10,7 +10,7 @@ from models.errors import WeightsError
 from models.weights import builds
 from models.weights import manifest, resolver
 from models.weights.manifest import Source, WeightsEntry
-from tests.files_server import diffusers_folder, make_tar, safetensors_file, sha256
+from tools.fixtures.payloads import diffusers_folder, make_tar, safetensors_file, sha256
 from tools.server import free_port
 
 
@@ -31,11 +31,11 @@ def entries(monkeypatch):
     return add
 
 
-def serve_tar(server, path: str, files: dict[str, bytes], **kw) -> Source:
-    """Serve a tar of `files` at `path`; the Source for it, with its sha256."""
+def serve_tar(hub, path: str, files: dict[str, bytes], **kw) -> Source:
+    """Serve a tar of `files` at `path` on the hub; the Source for it, with its sha256."""
     data = make_tar(files, links=kw.pop("links", None))
-    server.files[path] = data
-    return Source(url=server.url(path), sha256=sha256(data), **kw)
+    hub.files[path] = data
+    return Source(url=hub.file_url(path), sha256=sha256(data), **kw)
 
 
 def in_weights_dir(folder) -> list[str]:
@@ -99,17 +99,17 @@ def test_existing_folder_wins_without_network(entries, weights_settings):
     assert resolver.resolve(name, weights_settings) == target
 
 
-def test_downloads_a_tar_from_the_first_working_source(entries, weights_settings, server):
+def test_downloads_a_tar_from_the_first_working_source(entries, weights_settings, hub):
     files = diffusers_folder()
-    sources = (Source(url=server.url("/missing.tar")), serve_tar(server, "/model.tar", files))
+    sources = (Source(url=hub.file_url("missing.tar")), serve_tar(hub, "model.tar", files))
     name = entries(WeightsEntry("served-model", sources=sources))
     folder = resolver.resolve(name, weights_settings)
     assert {p: (folder / p).read_bytes() for p in files} == files
 
 
-def test_every_source_failing_names_the_variant_sources_and_fix(entries, weights_settings, server):
+def test_every_source_failing_names_the_variant_sources_and_fix(entries, weights_settings, hub):
     dead = _dead_url()
-    missing = server.url("/nothing.tar")
+    missing = hub.file_url("nothing.tar")
     name = entries(
         WeightsEntry("gated-model", sources=(Source(url=missing), Source(url=dead)), gated=True)
     )
@@ -135,9 +135,9 @@ def test_cli_resolves_every_entry_of_a_variant(monkeypatch, capsys):
     assert seen == ["tiny-flux-dev", "tiny-safety-checker", "tiny-falcon-nsfw"]
 
 
-def test_weights_in_a_subfolder_of_the_tar_are_picked(entries, weights_settings, server):
+def test_weights_in_a_subfolder_of_the_tar_are_picked(entries, weights_settings, hub):
     files = diffusers_folder("FLUX.1-dev/")
-    source = serve_tar(server, "/dev.tar", files, subdir="FLUX.1-dev")
+    source = serve_tar(hub, "dev.tar", files, subdir="FLUX.1-dev")
     name = entries(WeightsEntry("nested-model", sources=(source,)))
     folder = resolver.resolve(name, weights_settings)
     unet = "unet/diffusion_pytorch_model.safetensors"
@@ -145,23 +145,23 @@ def test_weights_in_a_subfolder_of_the_tar_are_picked(entries, weights_settings,
     assert in_weights_dir(folder.parent) == ["nested-model"]
 
 
-def test_hugging_face_cache_layout_is_materialised(entries, weights_settings, server):
+def test_hugging_face_cache_layout_is_materialised(entries, weights_settings, hub):
     snapshot = "models--Org--clf/snapshots/abc123"
     blobs = {"models--Org--clf/blobs/f00d": b'{"id2label": {}}'}
     blobs["models--Org--clf/blobs/beef"] = safetensors_file()
     links = {f"{snapshot}/config.json": "../../blobs/f00d"}
     links[f"{snapshot}/model.safetensors"] = "../../blobs/beef"
     source = serve_tar(
-        server, "/cache.tar", blobs, links=links, subdir="models--Org--clf/snapshots/*"
+        hub, "cache.tar", blobs, links=links, subdir="models--Org--clf/snapshots/*"
     )
     name = entries(WeightsEntry("cached-model", sources=(source,), marker="config.json"))
     config = resolver.resolve(name, weights_settings) / "config.json"
     assert not config.is_symlink() and config.read_bytes() == b'{"id2label": {}}'
 
 
-def test_a_download_without_the_marker_falls_through(entries, weights_settings, server):
-    wrong = serve_tar(server, "/wrong.tar", {"something/else.json": b"{}"})
-    sources = (wrong, serve_tar(server, "/right.tar", diffusers_folder()))
+def test_a_download_without_the_marker_falls_through(entries, weights_settings, hub):
+    wrong = serve_tar(hub, "wrong.tar", {"something/else.json": b"{}"})
+    sources = (wrong, serve_tar(hub, "right.tar", diffusers_folder()))
     name = entries(WeightsEntry("layout-model", sources=sources))
     folder = resolver.resolve(name, weights_settings)
     assert (folder / "model_index.json").is_file() and not (folder / "something").exists()
