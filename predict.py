@@ -8,7 +8,7 @@ tests/test_predict.py checks they agree with models/.
 import typing
 from typing import Optional
 
-from cog import BasePredictor, CancelationException, Input, Path, Secret
+from cog import BaseRunner, CancelationException, Input, Path, Secret
 
 import cog_fixes  # noqa: F401  (applied on import)
 from models.flux.plan import FluxInputs
@@ -170,7 +170,7 @@ class Inputs:
     )
 
 
-def _load(predictor: BasePredictor, default_model: str):
+def _load(predictor: BaseRunner, default_model: str):
     """Set up the variant MODEL_NAME names (default_model if unset) for this predictor."""
     to_stdout()
     # A prediction cancelled at shutdown ends as "canceled", as by POST .../cancel.
@@ -193,7 +193,7 @@ def _integer_fields(inputs_cls) -> set[str]:
 
 
 def _inputs(inputs_cls, arguments: dict):
-    """predict()'s arguments (from locals()) as plain values of inputs_cls."""
+    """run()'s arguments (from locals()) as plain values of inputs_cls."""
     values = {k: v for k, v in arguments.items() if k != "self"}
     for name, value in values.items():
         if isinstance(value, Secret):
@@ -205,11 +205,11 @@ def _inputs(inputs_cls, arguments: dict):
     return inputs_cls(**values)
 
 
-class FluxSchnellPredictor(BasePredictor):
+class FluxSchnellPredictor(BaseRunner):
     def setup(self) -> None:
         self.model = _load(self, "flux-schnell")
 
-    def predict(
+    def run(
         self,
         prompt: str = Inputs.prompt,
         image: Optional[Path] = Inputs.image,
@@ -239,11 +239,11 @@ class FluxSchnellPredictor(BasePredictor):
         return self.model.predict(_inputs(FluxInputs, locals()))
 
 
-class FluxDevPredictor(BasePredictor):
+class FluxDevPredictor(BaseRunner):
     def setup(self) -> None:
         self.model = _load(self, "flux-dev")
 
-    def predict(
+    def run(
         self,
         prompt: str = Inputs.prompt,
         image: Optional[Path] = Inputs.image,
@@ -282,11 +282,11 @@ class FluxDevPredictor(BasePredictor):
         return self.model.predict(_inputs(FluxInputs, locals()))
 
 
-class SDXLPredictor(BasePredictor):
+class SDXLPredictor(BaseRunner):
     def setup(self) -> None:
         self.model = _load(self, "sdxl")
 
-    def predict(
+    def run(
         self,
         prompt: str = Inputs.prompt,
         negative_prompt: str = Input(

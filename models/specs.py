@@ -15,7 +15,7 @@ class ModelSpec:
     name: str
     # Engine family: picks the pipeline code ("flux" or "sdxl").
     family: str
-    # Class in predict.py that serves this variant (cog.yaml's `predict:`).
+    # Class in predict.py that serves this variant (cog.yaml's `run:`).
     predictor: str
     # Manifest entry holding the main weights.
     weights: str

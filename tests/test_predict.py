@@ -28,10 +28,13 @@ def test_every_selectable_cog_yaml_points_at_an_existing_predictor(name):
     assert build["python_version"] == "3.12"
     assert (REPO_ROOT / build["python_requirements"]).is_file()
     assert build["sdk_version"] == cog.__version__ == cog_sdk_version()
-    module, _, cls_name = config["predict"].partition(":")
+    # Cog 0.20+ names: `run:` (not the deprecated `predict:`), BaseRunner, run().
+    assert "predict" not in config
+    module, _, cls_name = config["run"].partition(":")
     assert module == "predict.py"
     cls = getattr(predict, cls_name)
-    assert issubclass(cls, cog.BasePredictor) and callable(cls.predict)
+    assert issubclass(cls, cog.BaseRunner) and not issubclass(cls, cog.BasePredictor)
+    assert "run" in vars(cls) and "predict" not in vars(cls)
     assert config["environment"] == [f"MODEL_NAME={name}", "MALLOC_ARENA_MAX=1"]
     assert config["train"] == "train.py:train"  # one trainer for every variant
 
@@ -53,7 +56,7 @@ def test_the_readmes_cog_yaml_additions_survive_script_select(tmp_path):
     assert write("tiny-sdxl", cog_yaml) == additions
     config = yaml.safe_load(cog_yaml.read_text())
     assert config["environment"] == ["MODEL_NAME=tiny-sdxl", "MALLOC_ARENA_MAX=1", *additions]
-    assert config["predict"] == "predict.py:SDXLPredictor"
+    assert config["run"] == "predict.py:SDXLPredictor"
     assert cog_yaml.read_text() == render("tiny-sdxl", environment=user_environment(cog_yaml))
 
 

@@ -1,6 +1,7 @@
-"""`script/predict`: one prediction through the real Cog server, like `cog predict`.
+"""`script/predict`: one prediction through the real Cog server, like `cog run` (called
+`cog predict` before Cog 0.20).
 
-Flags as in `cog predict`: `-i key=value` (repeatable; `-i image=@photo.jpg` uploads a
+Flags as in `cog run`: `-i key=value` (repeatable; `-i image=@photo.jpg` uploads a
 file) and `-o PATH`.
 
 Output names: a list of files is written as PATH.0.EXT, PATH.1.EXT..., a single file as
@@ -93,7 +94,7 @@ def _write_data_uri(uri: str, dest: Path) -> Path:
 
 
 def write_outputs(output, dest: Path) -> list[Path]:
-    """cog predict's naming (module docstring): <stem>.<i><real ext> for a list,
+    """cog run's naming (module docstring): <stem>.<i><real ext> for a list,
     <stem><real ext> for one file, where <stem> is `dest` without its extension."""
     stem = dest.with_suffix("") if dest.suffix.lower() in _KNOWN_SUFFIXES else dest
     if isinstance(output, list):

@@ -49,7 +49,7 @@ build:
   python_version: "{PYTHON_VERSION}"
   python_requirements: requirements.txt
   sdk_version: "{cog_sdk_version(root)}"
-predict: "predict.py:{spec.predictor}"
+run: "predict.py:{spec.predictor}"
 train: "{TRAIN_REF}"
 environment:
   - MODEL_NAME={spec.name}

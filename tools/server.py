@@ -198,7 +198,7 @@ def started(
     (inputs, outputs) and, unless `log_path` is given or `echo` sends the output to this
     process's, the server log: all of it is removed when the server stops. With `train`,
     coglet's train mode serves TRAIN_REF at POST /trainings, with the schema `cog build`
-    writes for a cog.yaml holding both `predict:` and `train:`."""
+    writes for a cog.yaml holding both `run:` and `train:`."""
     port = port or free_port()
     check_port(host, port)
     grace_s = load_settings().shutdown_grace_s if grace_s is None else grace_s

@@ -3,7 +3,6 @@ to build its components (and train.py to load what it trains)."""
 
 from __future__ import annotations
 
-import logging
 from pathlib import Path
 
 import torch
@@ -52,14 +51,6 @@ def _variant(folder: Path) -> str | None:
     return "fp16" if any(folder.glob("*/*.fp16.safetensors")) else None
 
 
-class _NothingKeptInFloat32(logging.Filter):
-    """diffusers warns "modules that should be kept in float32: []" on every cast of a
-    model to a dtype (from_pipe, the SDXL VAE's upcast), even when the list is empty."""
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        return "should be kept in float32: []" not in record.getMessage()
-
-
 def _quiet_loading() -> None:
     # Progress bars while loading would fill the setup logs with \r-updated lines.
     import diffusers
@@ -67,9 +58,6 @@ def _quiet_loading() -> None:
 
     diffusers.utils.logging.disable_progress_bar()
     transformers.utils.logging.disable_progress_bar()
-    modeling_log = logging.getLogger("diffusers.models.modeling_utils")
-    if not any(isinstance(f, _NothingKeptInFloat32) for f in modeling_log.filters):
-        modeling_log.addFilter(_NothingKeptInFloat32())
 
 
 def load_pipeline(cls, weights: Path, *, dtype, device: str, config: Path | None = None, **kw):

@@ -353,7 +353,7 @@ def test_predictor_serves_tiny_sdxl_and_casts_integers(monkeypatch):
     values = {name: prop.get("default") for name, prop in props.items()}
     # coglet passes JSON numbers like 256.0 through to integer inputs unconverted.
     values.update(prompt="x", width=256.0, height=264.0, num_inference_steps=2.0, seed=1.0)
-    assert sizes(predictor.predict(**values)) == [(256, 264)]
+    assert sizes(predictor.run(**values)) == [(256, 264)]
 
     monkeypatch.setenv("MODEL_NAME", "tiny-flux-schnell")
     with pytest.raises(ValueError, match="FluxSchnellPredictor"):

@@ -179,14 +179,14 @@ def test_ctrl_c_cancels_an_async_prediction_and_its_webhook_says_so(serve):
 
 
 FAILING_SETUP = """
-from cog import BasePredictor
+from cog import BaseRunner
 
 
-class Predictor(BasePredictor):
+class Predictor(BaseRunner):
     def setup(self):
         raise RuntimeError("setup failed on purpose")
 
-    def predict(self, prompt: str = "x") -> str:
+    def run(self, prompt: str = "x") -> str:
         return prompt
 """
 

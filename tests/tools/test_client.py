@@ -1,4 +1,4 @@
-"""script/predict: cog predict's flags and output names, through the real server."""
+"""script/predict: cog run's flags and output names, through the real server."""
 
 from __future__ import annotations
 

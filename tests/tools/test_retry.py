@@ -64,11 +64,11 @@ def test_409_is_returned_once_the_wait_is_over(fake_coglet):
 
 
 TRIVIAL = """
-from cog import BasePredictor, Input
+from cog import BaseRunner, Input
 
 
-class Predictor(BasePredictor):
-    def predict(self, fail: bool = Input(default=False, description="Fail on purpose.")) -> str:
+class Predictor(BaseRunner):
+    def run(self, fail: bool = Input(default=False, description="Fail on purpose.")) -> str:
         if fail:
             raise ValueError("failed on purpose")
         return "ok"

@@ -326,14 +326,14 @@ def test_json_layout_matches_go():
 TOY_PREDICT = """
 from __future__ import annotations
 
-from cog import BasePredictor, Input, Path, Secret
+from cog import BaseRunner, Input, Path, Secret
 
 
-class Predictor(BasePredictor):
+class Predictor(BaseRunner):
     def setup(self) -> None:
         self.greeting = "hello"
 
-    def predict(
+    def run(
         self,
         prompt: str = Input(description="Text prompt"),
         strength: float = Input(default=0.8, ge=0.0, le=1.0),

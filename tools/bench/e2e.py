@@ -22,7 +22,6 @@ from dataclasses import replace
 
 import torch
 
-from models.log import quiet_import_noise
 from models.request.job import seeded_generator
 from models.serving.families import FAMILIES
 from models.serving.model import DiffusionModel
@@ -202,7 +201,6 @@ def main(argv: list[str] | None = None) -> None:
         help="instead: N varied requests through one server, printing RSS and disk growth",
     )
     args = parser.parse_args(argv)
-    quiet_import_noise()
     if args.soak:
         from tools.bench.soak import soak
 
