@@ -25,6 +25,9 @@ _NOISE: dict[str, tuple[str, ...]] = {
     # diffusers' quantizer registry imports bitsandbytes (train.py's adamw8bit needs it);
     # its optional CPU 4-bit kernel is nothing we run.
     "bitsandbytes.backends.cpu.ops": ("Failed to load CPU gemm_4bit_forward",),
+    # peft imports torchao's layers for LoRA on torchao weights, and torchao's int8 matmul
+    # kernels then say triton is missing (on a machine without it); we run no int8 matmul.
+    "torchao.kernel.intmm": ("Detected no triton",),
     # diffusers warns of "modules that should be kept in float32: []" on every cast of a
     # model to a dtype (from_pipe, the SDXL VAE's upcast), even when the list is empty.
     "diffusers.models.modeling_utils": ("should be kept in float32: []",),

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import io
+import logging
 import os
 import re
 import subprocess
@@ -34,6 +35,18 @@ def _hermetic_environment() -> list[str]:
 
 
 DROPPED = _hermetic_environment()
+
+
+@pytest.fixture(autouse=True)
+def _models_log_restored():
+    """A predictor's setup() sends the models log to stdout (models/log.py to_stdout), which
+    is pytest's capture of that one test: put the logger back as it was, or later tests
+    log to a closed file."""
+    logger = logging.getLogger("models")
+    handlers, level = list(logger.handlers), logger.level
+    yield
+    logger.handlers[:] = handlers
+    logger.setLevel(level)
 
 
 @pytest.fixture(scope="session")
@@ -108,6 +121,14 @@ def assert_plan_rejects(model, tmp_path: Path, inputs: dict, words: list[str]) -
         model.plan(model.spec, model.inputs(prompt="x", **values))
     for word in words:
         assert word in str(err.value)
+
+
+def pytest_collection_modifyitems(items):
+    """A test that compiles (it uses compiled_flux) is slow: script/test -m 'not slow'
+    skips it, script/test runs it."""
+    for item in items:
+        if "compiled_flux" in getattr(item, "fixturenames", ()):
+            item.add_marker(pytest.mark.slow)
 
 
 @pytest.fixture(scope="session")

@@ -1,7 +1,7 @@
 """script/train-mini: trains the mini models from scratch on the mini world and writes
 them, in diffusers layout and half precision, to mini/<name>/ (committed; the
 mini-* variants are built from there). Repeatable bit for bit for a seed on the same
-machine: each family's recipe (FAMILIES) fixes its steps and CPU threads, which the
+machine: each family's recipe (RECIPES) fixes its steps and CPU threads, which the
 floating-point results depend on.
 
     script/train-mini                 # both families, the committed recipe, into mini/
@@ -24,7 +24,7 @@ from models.weights.builds import MINI_DIR
 # Each family's recipe: its folder under mini/, the steps of its VAE and of its
 # transformer/UNet, and the CPU threads of each stage. The committed weights are what
 # these wrote (mini/<folder>/training.json).
-FAMILIES = {
+RECIPES = {
     "flux": {"folder": "flux-schnell", "vae_steps": 1500, "steps": 9000,
              "vae_threads": 1, "threads": 1},
     "sdxl": {"folder": "sdxl", "vae_steps": 1500, "steps": 6000,
@@ -59,7 +59,7 @@ def train_family(family: str, out: Path, *, seed: int, recipe: dict, log=print) 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--family", choices=[*FAMILIES, "all"], default="all")
+    parser.add_argument("--family", choices=[*RECIPES, "all"], default="all")
     parser.add_argument("--out", type=Path, default=MINI_DIR)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--steps", type=int, help="transformer/UNet steps (default: recipe)")
@@ -67,10 +67,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--threads", type=int, help="CPU threads of every stage (default: recipe)")
     args = parser.parse_args(argv)
     torch.use_deterministic_algorithms(True)
-    families = list(FAMILIES) if args.family == "all" else [args.family]
+    families = list(RECIPES) if args.family == "all" else [args.family]
     for family in families:
         started = time.perf_counter()
-        recipe = dict(FAMILIES[family])
+        recipe = dict(RECIPES[family])
         for key, value in (("vae_steps", args.vae_steps), ("steps", args.steps)):
             recipe[key] = value or recipe[key]
         if args.threads:

@@ -80,3 +80,36 @@ def load(path: Path) -> tuple[dict, dict, dict]:
     except Exception as err:  # a damaged file of any kind: say which checkpoint
         raise InputError(f"resume: checkpoint {path} cannot be read ({err}).") from None
     return lora, optimizer, state
+
+
+def restore(path: Path, model, optimizer, config, global_batch: int) -> int:
+    """Load the newest checkpoint at `path` (a run's output folder, or one checkpoint) into
+    the LoRA of `model` and `optimizer`; return its step. A checkpoint made with settings
+    that change what training does (RESUME_KEYS, the global batch), or one with no step
+    left, is refused naming the fix."""
+    from peft.utils import set_peft_model_state_dict
+
+    from models.train.config import RESUME_KEYS
+
+    found = find(path)
+    lora, optimizer_state, state = load(found)
+    ours, theirs = config.to_json(), state["config"]
+    differ = [k for k in RESUME_KEYS if ours[k] != theirs.get(k)]
+    if state.get("global_batch") != global_batch:
+        differ.append("global batch (batch_size x processes)")
+    if differ:
+        was = ", ".join(f"{k}={theirs.get(k)!r}" for k in differ if k in theirs)
+        raise InputError(
+            f"resume: {found} was trained with other settings ({', '.join(differ)}; it "
+            f"had {was}). Resume with the same settings, or start a new run."
+        )
+    set_peft_model_state_dict(model, lora, adapter_name="default")
+    optimizer.load_state_dict(optimizer_state)
+    step = int(state["step"])
+    if step >= config.steps:
+        raise InputError(
+            f"resume: {found} is at step {step}, and steps={config.steps}: nothing "
+            "is left to train. Give a larger steps."
+        )
+    log.info(f"Resuming from {found} at step {step} of {config.steps}")
+    return step

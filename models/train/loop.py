@@ -24,7 +24,7 @@ from models.settings import Settings
 from models.specs import ModelSpec
 from models.train import checkpoint, data, interrupt, outputs
 from models.train.captions import autocaption
-from models.train.config import RESUME_KEYS, TrainConfig
+from models.train.config import TrainConfig
 from models.train.objectives import OBJECTIVES
 
 # The step number of the fixed batch: its draws never coincide with a training step's.
@@ -227,32 +227,6 @@ class Trainer:
             "global_batch": self.config.batch_size * self.world,
         }
 
-    def _resume(self, model, optimizer, path: Path) -> int:
-        from peft.utils import set_peft_model_state_dict
-
-        found = checkpoint.find(path)
-        lora, optimizer_state, state = checkpoint.load(found)
-        ours, theirs = self.config.to_json(), state["config"]
-        differ = [k for k in RESUME_KEYS if ours[k] != theirs.get(k)]
-        if state.get("global_batch") != self.config.batch_size * self.world:
-            differ.append("global batch (batch_size x processes)")
-        if differ:
-            was = ", ".join(f"{k}={theirs.get(k)!r}" for k in differ if k in theirs)
-            raise InputError(
-                f"resume: {found} was trained with other settings ({', '.join(differ)}; it "
-                f"had {was}). Resume with the same settings, or start a new run."
-            )
-        set_peft_model_state_dict(model, lora, adapter_name="default")
-        optimizer.load_state_dict(optimizer_state)
-        step = int(state["step"])
-        if step >= self.config.steps:
-            raise InputError(
-                f"resume: {found} is at step {step}, and steps={self.config.steps}: nothing "
-                "is left to train. Give a larger steps."
-            )
-        log.info(f"Resuming from {found} at step {step} of {self.config.steps}")
-        return step
-
     def _step(self, wrapped, params, optimizer, step: int) -> float:
         """One optimizer step; returns its loss averaged over the processes."""
         loss = self._loss(wrapped, step, self.schedule.batch(step))
@@ -278,7 +252,10 @@ class Trainer:
         params = [p for p in model.parameters() if p.requires_grad]
         optimizer = _optimizer(self.config, params, self.device)
         wrapped, optimizer = self.accelerator.prepare(model, optimizer)
-        start = self._resume(model, optimizer, resume) if resume else 0
+        global_batch = self.config.batch_size * self.world
+        start = (
+            checkpoint.restore(resume, model, optimizer, self.config, global_batch) if resume else 0
+        )
         result.fixed_loss_before = self.fixed_loss(wrapped)
         log.info(f"Loss on a fixed batch before training: {result.fixed_loss_before:.5f}")
         wrapped.train()
@@ -352,7 +329,12 @@ class Trainer:
         )
         outputs.save_kohya(self.out_dir, self.spec.family, scale=1.0)  # lora_alpha == rank
         outputs.save_captions(self.out_dir, self.captions)
-        result.samples = self._samples()
+        prompts = self._sample_prompts()
+        if prompts and self.device.type == "cuda":
+            self._offload(False)
+        result.samples = outputs.save_samples(
+            self.out_dir, self.pipe, self.spec, config, prompts, self.dtype
+        )
         outputs.save_config(
             self.out_dir,
             {
@@ -367,40 +349,6 @@ class Trainer:
     def _sample_prompts(self) -> list[str]:
         distinct = list(dict.fromkeys(self.captions.values()))
         return distinct[: self.config.samples]
-
-    @torch.no_grad()
-    def _samples(self) -> list[Path]:
-        """Images from the first training captions, with the trained LoRA, at the smallest
-        resolution."""
-        prompts = self._sample_prompts()
-        if not prompts:
-            return []
-        if self.device.type == "cuda":
-            self._offload(False)
-        # The pipeline upcasts a half-precision VAE itself, but cannot decode half latents
-        # with a VAE left in float32 for training.
-        self.pipe.vae.to(self.dtype)
-        side = self.config.resolutions[0]
-        folder = self.out_dir / outputs.SAMPLES_DIR
-        folder.mkdir(parents=True, exist_ok=True)
-        paths = []
-        for index, prompt in enumerate(prompts):
-            kwargs = dict(
-                prompt=prompt,
-                width=side,
-                height=side,
-                num_inference_steps=self.spec.default_steps,
-                guidance_scale=self.spec.guidance or 0.0,
-                generator=torch.Generator("cpu").manual_seed(self.config.seed + index),
-            )
-            if self.spec.family == "flux":
-                kwargs["max_sequence_length"] = self.spec.max_sequence_length
-            image = self.pipe(**kwargs).images[0]
-            path = folder / f"{index}.webp"
-            image.save(path, quality=90)
-            paths.append(path)
-            log.info(f"Sample {path.name}: {prompt!r}")
-        return paths
 
 
 def _peak_memory_gb(device: torch.device) -> float:

@@ -13,6 +13,7 @@ import os
 import tarfile
 from pathlib import Path, PurePosixPath
 
+import torch
 from safetensors import safe_open
 from safetensors.torch import save_file
 
@@ -86,3 +87,35 @@ def pack(out_dir: Path, tar_path: Path) -> Path:
     os.replace(tmp, tar_path)
     log.info(f"Wrote {tar_path} ({tar_path.stat().st_size / 1e6:.1f} MB)")
     return tar_path
+
+
+@torch.no_grad()
+def save_samples(out_dir: Path, pipe, spec, config, prompts: list[str], dtype) -> list[Path]:
+    """Images of `prompts` (the first training captions) with the trained LoRA, at the
+    smallest training resolution, in out_dir/samples."""
+    if not prompts:
+        return []
+    # The pipeline upcasts a half-precision VAE itself, but cannot decode half latents
+    # with a VAE left in float32 for training.
+    pipe.vae.to(dtype)
+    side = config.resolutions[0]
+    folder = out_dir / SAMPLES_DIR
+    folder.mkdir(parents=True, exist_ok=True)
+    paths = []
+    for index, prompt in enumerate(prompts):
+        kwargs = dict(
+            prompt=prompt,
+            width=side,
+            height=side,
+            num_inference_steps=spec.default_steps,
+            guidance_scale=spec.guidance or 0.0,
+            generator=torch.Generator("cpu").manual_seed(config.seed + index),
+        )
+        if spec.family == "flux":
+            kwargs["max_sequence_length"] = spec.max_sequence_length
+        image = pipe(**kwargs).images[0]
+        path = folder / f"{index}.webp"
+        image.save(path, quality=90)
+        paths.append(path)
+        log.info(f"Sample {path.name}: {prompt!r}")
+    return paths

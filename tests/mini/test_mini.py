@@ -132,6 +132,7 @@ def test_a_held_out_prompt_through_the_real_server(tmp_path_factory):
     assert (reading.background, reading.colour) == (scene.background, scene.colour), reading
 
 
+@pytest.mark.slow
 def test_train_mini_rebuilds_bit_for_bit(tmp_path):
     import subprocess
     import sys

@@ -27,6 +27,8 @@ from models.specs import get_spec
 from tests.train.helpers import archive, quick_run
 from tools.bench.quality import draw, scene_inputs
 
+pytestmark = pytest.mark.slow  # trains a model: script/test -m 'not slow' skips it
+
 MODEL = "mini-flux-schnell"
 # Taught with TOK: every shape colour, shape and position.
 CONCEPT = [

@@ -12,8 +12,7 @@ import pytest
 import torch
 from PIL import Image
 
-from models.engine import loading
-from models.errors import InputError, WeightsError
+from models.errors import InputError
 from models.loras.source import Tokens
 from models.sdxl.plan import (
     HIGH_NOISE_FRAC,
@@ -26,7 +25,6 @@ from models.sdxl.plan import (
 from models.sdxl.schedulers import SCHEDULERS, make_scheduler
 from models.serving.model import DiffusionModel
 from models.specs import get_spec
-from models.weights.resolver import resolve
 from tests.conftest import assert_plan_rejects, write_image
 
 SMALL = dict(width=256, height=256, num_inference_steps=4)
@@ -240,67 +238,6 @@ def test_refine_steps_drive_base_image_refiner_only(sdxl, caplog):
 )
 def test_bad_inputs_name_the_input(sdxl, tmp_path, inputs, words):
     assert_plan_rejects(sdxl, tmp_path, inputs, words)
-
-
-def test_derived_pipelines_keep_half_precision(settings):
-    # from_pipe casts shared components to float32 unless told the dtype: on a GPU that
-    # silently doubled the memory of every FLUX/SDXL model before derive_pipes.
-    from diffusers import StableDiffusionXLImg2ImgPipeline, StableDiffusionXLPipeline
-
-    weights = resolve("tiny-sdxl", settings)
-    base = loading.load_pipeline(
-        StableDiffusionXLPipeline, weights, dtype=torch.bfloat16, device="cpu"
-    )
-    loading.derive_pipes(base, {"img2img": StableDiffusionXLImg2ImgPipeline}, dtype=torch.bfloat16)
-    assert base.unet.dtype == base.vae.dtype == torch.bfloat16
-
-
-def test_model_weights_file_loads_as_a_single_file_checkpoint(settings, tmp_path, monkeypatch):
-    # Converting the tiny model to the original single-file key layout is not feasible
-    # here, so this checks the routing: a file goes to from_single_file, with the
-    # variant's own folder as the config that describes it.
-    from diffusers import StableDiffusionXLPipeline
-
-    calls = []
-    folder = resolve("tiny-sdxl", settings)
-
-    def from_single_file(cls, path, **kwargs):
-        calls.append((path, kwargs))
-        return cls.from_pretrained(folder, dtype=kwargs["dtype"])
-
-    monkeypatch.setattr(
-        StableDiffusionXLPipeline, "from_single_file", classmethod(from_single_file)
-    )
-    checkpoint = tmp_path / "my-finetune.safetensors"
-    checkpoint.write_bytes(b"not read by the stub")
-    custom = replace(settings, safety_checker=False, model_weights=str(checkpoint))
-    model = DiffusionModel(get_spec("tiny-sdxl"), custom)
-    ((path, kwargs),) = calls
-    assert path == str(checkpoint) and kwargs["config"] == str(folder)
-    assert sizes(model.predict(SDXLInputs(prompt="x", **SMALL))) == [(256, 256)]
-
-
-def test_model_weights_folder_and_repo_id_and_nonsense(settings, tmp_path, monkeypatch):
-    folder = resolve("tiny-sdxl", settings)
-    assert loading.main_weights(
-        get_spec("tiny-sdxl"), replace(settings, model_weights=str(folder))
-    ) == (folder, None)
-
-    fetched = []
-
-    def fake_download(source, dest, _settings):
-        fetched.append(source.hf_repo)
-        dest.mkdir(parents=True)
-        (dest / "model_index.json").write_text("{}")
-
-    monkeypatch.setattr("models.weights.resolver._download", fake_download)
-    repo = replace(settings, weights_dir=tmp_path, model_weights="someone/sdxl-finetune")
-    path, config = loading.main_weights(get_spec("tiny-sdxl"), repo)
-    assert (path, config) == (tmp_path / "someone--sdxl-finetune", None)
-    assert fetched == ["someone/sdxl-finetune"]
-
-    with pytest.raises(WeightsError, match="MODEL_WEIGHTS"):
-        loading.main_weights(get_spec("tiny-sdxl"), replace(settings, model_weights="/no/such"))
 
 
 def test_predictor_schema_agrees_with_the_model():

@@ -22,7 +22,7 @@ from models.train import interrupt
 from tests.train.helpers import dataset
 from tools.server import free_port, http_json, running
 
-pytestmark = pytest.mark.server
+pytestmark = [pytest.mark.server, pytest.mark.slow]
 ARGS = ["--model", "tiny-flux-dev", "--trigger-word", "ZIKI", "--resolution", "64",
         "--seed", "5", "--no-autocaption", "--samples", "0", "--lora-rank", "4"]  # fmt: skip
 

@@ -24,6 +24,8 @@ from models.train import kohya
 from models.train.config import TrainInputs, input_defaults, plan
 from tests.train.helpers import dataset, quick_run
 
+pytestmark = pytest.mark.slow  # trains a model: script/test -m 'not slow' skips it
+
 
 @pytest.fixture(scope="module")
 def data(tmp_path_factory):

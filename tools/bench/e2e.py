@@ -1,21 +1,14 @@
-"""`script/bench`: where prediction time goes, printed as JSON (never asserted in tests).
-
-`--train`: LoRA training steps per second and peak memory instead.
-
-For each variant: weights build/fetch time, server setup time (start to READY),
-end-to-end prediction time through the real Cog server, the bare diffusers
-pipeline call with the same arguments in this process, their ratio (our
-overhead), and the safety check's share of prediction time.
-"""
+"""`script/bench` without a flag: for each variant, weights build/fetch time, server
+setup time (start to READY), end-to-end prediction time through the real Cog server, the
+bare diffusers pipeline call with the same arguments in this process, their ratio (our
+overhead), and the safety check's share of prediction time. With `--train`
+(bench_training): LoRA training steps per second and peak memory instead."""
 
 from __future__ import annotations
 
-import argparse
-import json
 import re
 import shutil
 import statistics
-import sys
 import tarfile
 import time
 from dataclasses import replace
@@ -26,11 +19,10 @@ from models.request.job import seeded_generator
 from models.serving.families import FAMILIES
 from models.serving.model import DiffusionModel
 from models.settings import load_settings
-from models.specs import SPECS, get_spec
+from models.specs import get_spec
 from models.weights.resolver import resolve
+from tools.bench.inputs import request_inputs
 from tools.server import model_ref, predict, running
-
-MINI_MODELS = [name for name in SPECS if name.startswith("mini-")]
 
 
 def _timed(fn, runs: int) -> list[float]:
@@ -87,20 +79,6 @@ def bench_bare(model: str, inputs: dict, runs: int) -> dict:
     }
 
 
-def size_inputs(family: str, megapixels: str) -> dict:
-    if family == "sdxl":  # SDXL takes width and height rather than megapixels
-        side = 1024 if megapixels == "1" else 512
-        return {"width": side, "height": side}
-    return {"megapixels": megapixels}
-
-
-def request_inputs(model: str, *, megapixels: str, steps: int | None) -> dict:
-    spec = get_spec(model)
-    inputs = {"prompt": "a cat in a hat", "seed": 1, **size_inputs(spec.family, megapixels)}
-    inputs["num_inference_steps"] = steps or spec.default_steps
-    return inputs
-
-
 def bench(model: str, *, megapixels: str, steps: int | None, runs: int) -> dict:
     spec = get_spec(model)
     inputs = request_inputs(model, megapixels=megapixels, steps=steps)
@@ -148,99 +126,3 @@ def bench_training(model: str, *, resolution: int, steps: int) -> dict:
         "train_steps_per_s": round(result.steps_per_second or 0.0, 4),
         "train_peak_memory_gb": round(result.peak_memory_gb, 2),
     }
-
-
-def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument(
-        "models", nargs="*", help="default: tiny-flux-schnell and mid-flux-schnell (soak: tiny)"
-    )
-    parser.add_argument("--megapixels", default="0.25", choices=["1", "0.25"])
-    parser.add_argument("--steps", type=int, help="default: the variant's default")
-    parser.add_argument("--runs", type=int, default=3)
-    parser.add_argument("--lora", action="store_true", help="LoRA load and request costs")
-    parser.add_argument("--lora-rank", type=int, default=16)
-    parser.add_argument(
-        "--lora-compile",
-        action="store_true",
-        help="with --lora: also count recompiles over 10 swaps on the compiled go_fast model "
-        "(compiles on a CPU too: minutes)",
-    )
-    parser.add_argument(
-        "--go-fast",
-        action="store_true",
-        help="compiled/fp8 vs eager: step time, recompiles over all sizes, cold start with and "
-        "without the compile cache, fp8 bytes and cosine (compiles on a CPU too: minutes)",
-    )
-    parser.add_argument("--fp8", choices=["auto", "on", "off"], default="auto")
-    parser.add_argument(
-        "--full-size",
-        action="store_true",
-        help="real FLUX.1/SDXL architectures with random weights on the GPU, 1024x1024: "
-        "seconds per image eager vs compiled vs compiled+fp8, peak GPU memory (models: "
-        "flux-schnell, flux-dev, sdxl)",
-    )
-    parser.add_argument(
-        "--stages",
-        action="store_true",
-        help="each stage's seconds and share of predict time (use --megapixels 1)",
-    )
-    parser.add_argument(
-        "--quality",
-        action="store_true",
-        help="mini models (default: every mini-* variant): accuracy of what they draw for "
-        "held-out prompts, read back by models/mini/judge.py",
-    )
-    parser.add_argument("--train", action="store_true", help="LoRA training figures instead")
-    parser.add_argument("--train-resolution", type=int, default=512)
-    parser.add_argument("--train-steps", type=int, default=5)
-    parser.add_argument(
-        "--soak",
-        type=int,
-        metavar="N",
-        help="instead: N varied requests through one server, printing RSS and disk growth",
-    )
-    args = parser.parse_args(argv)
-    if args.soak:
-        from tools.bench.soak import soak
-
-        for model in args.models or ["tiny-flux-schnell"]:
-            print(json.dumps(soak(model, args.soak)), flush=True)
-        return
-    default = MINI_MODELS if args.quality else ["tiny-flux-schnell", "mid-flux-schnell"]
-    for model in args.models or default:
-        print(f"Benchmarking {model}...", file=sys.stderr)
-        if args.quality:
-            from tools.bench.quality import bench_quality
-
-            result = bench_quality(model)
-        elif args.train:
-            result = bench_training(model, resolution=args.train_resolution, steps=args.train_steps)
-        elif args.full_size:
-            from tools.bench.full import bench_full
-
-            result = bench_full(model, runs=args.runs, steps=args.steps)
-        elif args.stages:
-            from tools.bench.stages import bench_stages
-
-            inputs = request_inputs(model, megapixels=args.megapixels, steps=args.steps)
-            result = bench_stages(model, inputs, runs=args.runs, go_fast=True)
-        elif args.go_fast:
-            from tools.bench.fast import bench_go_fast
-
-            inputs = request_inputs(model, megapixels=args.megapixels, steps=args.steps)
-            result = bench_go_fast(model, inputs, runs=args.runs, fp8=args.fp8)
-        elif args.lora:
-            from tools.bench.lora import bench_lora
-
-            inputs = request_inputs(model, megapixels=args.megapixels, steps=args.steps)
-            result = bench_lora(
-                model, inputs, runs=args.runs, rank=args.lora_rank, compile_it=args.lora_compile
-            )
-        else:
-            result = bench(model, megapixels=args.megapixels, steps=args.steps, runs=args.runs)
-        print(json.dumps(result), flush=True)
-
-
-if __name__ == "__main__":
-    main()

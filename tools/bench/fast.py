@@ -34,6 +34,7 @@ from models.serving.model import DiffusionModel
 from models.settings import load_settings
 from models.specs import get_spec
 from models.weights.resolver import resolve
+from tools.bench.inputs import size_inputs
 
 
 def _sync(device: str) -> None:
@@ -66,11 +67,9 @@ def step_seconds(model, inputs: dict, *, go_fast: bool, runs: int) -> float:
 
 def size_requests(family: str, image: Path) -> list[dict]:
     """Every output size a user can ask for, both image modes, and 1-4 outputs."""
-    if family == "flux":
-        sizes = [dict(aspect_ratio=r, megapixels=m) for r in ASPECT_RATIOS for m in ("1", "0.25")]
-    else:
-        sides = [(1024, 1024), (512, 512), (1344, 768), (768, 1344), (1536, 640), (832, 1216)]
-        sizes = [dict(width=w, height=h) for w, h in sides] + [dict(guidance_scale=1.0)]
+    sizes = [size_inputs(family, r, m) for r in ASPECT_RATIOS for m in ("1", "0.25")]
+    if family == "sdxl":  # guidance off halves the UNet's batch: its own graph
+        sizes.append(dict(guidance_scale=1.0))
     requests = [dict(size, num_outputs=1 + i % 4) for i, size in enumerate(sizes)]
     mask = image.with_name("mask.png")
     Image.new("L", Image.open(image).size, 255).save(mask)

@@ -24,6 +24,7 @@ from models.serving.model import DiffusionModel
 from models.settings import load_settings
 from models.specs import get_spec
 from models.weights.parts import clip_tokenizer, flux_scheduler, sdxl_scheduler, t5_tokenizer
+from tools.bench.inputs import size_inputs
 
 CLIP_L = dict(
     hidden_size=768,
@@ -252,7 +253,7 @@ def bench_full(
     }
     steps = steps or spec.default_steps
     megapixels = {1024: "1", 512: "0.25"}[size]
-    sizes = dict(megapixels=megapixels) if spec.family == "flux" else dict(width=size, height=size)
+    sizes = size_inputs(spec.family, "1:1", megapixels)
     for name in configs:
         compile_it, fp8, go_fast = CONFIGS[name]
         settings = replace(

@@ -10,12 +10,12 @@ from dataclasses import replace
 from models.loras.source import Tokens
 from models.mini import judge
 from models.mini.world import Scene, split
-from models.request import sizes
 from models.request.job import at_native_size
 from models.serving.families import FAMILIES
 from models.serving.model import DiffusionModel
 from models.settings import load_settings
 from models.specs import get_spec
+from tools.bench.inputs import size_inputs
 
 # Aspect ratios other than 1:1 that each held-out scene is also drawn at (the mini
 # models draw them within 128 px per side; see ModelSpec.max_native_side).
@@ -32,11 +32,8 @@ def scene_inputs(spec, scene: Scene, *, seed: int, square: bool, index: int = 0,
     may set another prompt, an image, a LoRA...)."""
     inputs = FAMILIES[spec.family].inputs
     ratio = "1:1" if square else ASPECT_RATIOS[index % len(ASPECT_RATIOS)]
-    if spec.family == "flux":
-        size = dict(aspect_ratio=ratio, megapixels="0.25")
-    else:  # SDXL takes pixels: the ratio's size in the 1 MP table
-        width, height = sizes.ASPECT_RATIOS[ratio]
-        size = dict(width=width, height=height)
+    # Either size is drawn at the model's native size (max_native_side) and judged there.
+    size = size_inputs(spec.family, ratio, "0.25")
     extra.setdefault("prompt", scene.prompt)
     if spec.name in RECOMMENDED_GUIDANCE:
         extra.setdefault("guidance_scale", RECOMMENDED_GUIDANCE[spec.name])

@@ -24,6 +24,7 @@ from models.serving.families import FAMILIES
 from models.settings import load_settings
 from models.specs import get_spec
 from models.weights.resolver import resolve
+from tools.bench.inputs import size_inputs
 from tools.fixtures.loras import lora_for
 from tools.server import model_ref, predict, started
 
@@ -72,10 +73,7 @@ def request(family: str, i: int, loras: list[str], photo: str, mask: str) -> dic
         "output_format": FORMATS[i % 3],
         "num_inference_steps": 2,
     }
-    if family == "sdxl":
-        inputs |= {"width": 384 if heavy else 256 + 64 * (i % 3), "height": 256}
-    else:
-        inputs |= {"megapixels": "0.25", "aspect_ratio": RATIOS[i % len(RATIOS)]}
+    inputs |= size_inputs(family, RATIOS[i % len(RATIOS)], "0.25")
     mode = ("txt2img", "img2img", "inpaint")[i] if heavy else None
     if mode == "img2img" or (not heavy and i % 5 == 4):
         inputs |= {"image": photo, "prompt_strength": 0.7}

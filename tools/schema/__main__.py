@@ -1,0 +1,5 @@
+import sys
+
+from tools.schema.document import main
+
+sys.exit(main())
