@@ -4,6 +4,7 @@ the data, and no module imports one that imports it back (docs/architecture.md).
 from __future__ import annotations
 
 import ast
+import re
 from pathlib import Path
 
 from models.settings import REPO_ROOT
@@ -125,3 +126,24 @@ def test_the_checker_sees_circles_and_upward_imports(tmp_path):
     (tmp_path / "b.py").write_text("from . import sizes\n")
     found = _imports("models.request.b", tmp_path / "b.py", {"models.request.sizes"})
     assert found == {"models.request.sizes"}
+
+
+# A path in prose: a file of ours (.py or .md) or a folder, under one of our top folders.
+_MENTION = re.compile(r"(?<![\w/.])((?:models|tools|tests|script|docs)/[\w/.-]*(?:\.py|\.md|/))")
+
+
+def test_every_file_the_docs_and_docstrings_name_exists():
+    """After a move, README.md, docs/ and the code's own comments still point at files
+    that are there."""
+    sources = [REPO_ROOT / "README.md", *(REPO_ROOT / "docs").glob("*.md")]
+    for folder in ("models", "tools", "tests", "script"):
+        sources += [p for p in (REPO_ROOT / folder).rglob("*") if p.suffix in (".py", "")]
+    sources += [REPO_ROOT / name for name in ("predict.py", "train.py", "cog_fixes.py")]
+    missing = {
+        f"{source.relative_to(REPO_ROOT)}: {mention}"
+        for source in sources
+        if source.is_file()
+        for mention in _MENTION.findall(source.read_text(errors="replace"))
+        if not (REPO_ROOT / mention).exists()
+    }
+    assert sorted(missing) == []

@@ -1,5 +1,5 @@
 """A LoRA trained with train.py's loop teaches the mini FLUX a new concept: "TOK" is a
-purple background, a colour its base training never showed (models/world.NEW_COLOURS).
+purple background, a colour its base training never showed (models/mini/world.NEW_COLOURS).
 Prompts with TOK then draw it; prompts without TOK draw what they drew before.
 
 The training set is what a user would send for that: 12 pictures of the concept,
@@ -71,7 +71,7 @@ def _png(scene: world.Scene) -> bytes:
 
 @pytest.fixture(scope="module")
 def trained(settings, tmp_path_factory):
-    """train.py's loop (tests/train_helpers.quick_run) on the concept + regularisation set:
+    """train.py's loop (tests/train/helpers.quick_run) on the concept + regularisation set:
     (its Result, the LoRA's .tar)."""
     folder = tmp_path_factory.mktemp("tok")
     members = {}
