@@ -61,6 +61,16 @@ def quiet_library_noise() -> None:
                 logger.addFilter(_Drop(fragments, only_without_cuda=without_cuda))
 
 
+def no_progress_bars() -> None:
+    """Loading and saving models draws tqdm bars, which would fill the setup logs (and a
+    first run's build of the tiny models) with \r-updated lines; progress is logged."""
+    import diffusers
+    import transformers
+
+    diffusers.utils.logging.disable_progress_bar()
+    transformers.utils.logging.disable_progress_bar()
+
+
 def to_stdout() -> None:
     """Send the model code's log to stdout, which coglet records as the job's logs."""
     import sys

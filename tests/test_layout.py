@@ -147,3 +147,12 @@ def test_every_file_the_docs_and_docstrings_name_exists():
         if not (REPO_ROOT / mention).exists()
     }
     assert sorted(missing) == []
+
+
+def test_the_cog_adapter_imports_no_tooling():
+    """predict.py, train.py and cog_fixes.py sit above models/ and below tools/."""
+    wrong = []
+    for name in ("predict", "train", "cog_fixes"):
+        imported = _imports(name, REPO_ROOT / f"{name}.py", set(_sources()))
+        wrong += [f"{name} imports {m}" for m in imported if m.split(".")[0] in ("tools", "tests")]
+    assert wrong == []

@@ -8,7 +8,7 @@ from pathlib import Path
 import torch
 
 from models.errors import WeightsError
-from models.log import log
+from models.log import log, no_progress_bars
 from models.settings import Settings
 from models.specs import ModelSpec
 from models.weights.resolver import resolve, resolve_custom
@@ -51,19 +51,10 @@ def _variant(folder: Path) -> str | None:
     return "fp16" if any(folder.glob("*/*.fp16.safetensors")) else None
 
 
-def _quiet_loading() -> None:
-    # Progress bars while loading would fill the setup logs with \r-updated lines.
-    import diffusers
-    import transformers
-
-    diffusers.utils.logging.disable_progress_bar()
-    transformers.utils.logging.disable_progress_bar()
-
-
 def load_pipeline(cls, weights: Path, *, dtype, device: str, config: Path | None = None, **kw):
     """A pipeline from a diffusers folder, or from one checkpoint file (fine-tunes are
     often shared that way) with `config` describing its components."""
-    _quiet_loading()
+    no_progress_bars()
     if weights.is_file():
         log.info(f"Loading single-file checkpoint {weights.name}")
         pipe = cls.from_single_file(

@@ -29,7 +29,7 @@ from pathlib import Path
 from filelock import FileLock, Timeout
 
 from models.errors import WeightsError
-from models.log import log
+from models.log import log, no_progress_bars
 from models.settings import Settings, load_settings
 from models.weights.completeness import missing_parts
 from models.weights.manifest import DIFFUSERS_FILES, Source, WeightsEntry, get_entry
@@ -78,6 +78,7 @@ def _build(entry: WeightsEntry, target: Path) -> Path:
     target.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{entry.name}.build-", dir=target.parent))
     try:
+        no_progress_bars()
         BUILDERS[entry.build](staging)
         (staging / _BUILD_STAMP).write_text(version)
         _move_into_place(staging, target)
