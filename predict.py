@@ -2,7 +2,9 @@
 
 All model logic lives in models/ (no cog import there). Input definitions stay
 literal (no computed choices) because `cog build` reads this file statically;
-tests/test_predict.py checks they agree with models/.
+tests/test_predict.py checks they agree with models/. Every predictor is in this one
+file, over the 400 lines our other modules keep to: cog's static parser (`cog run`,
+`cog serve`) reads shared Input() definitions only from the predictor's own file.
 """
 
 import typing
@@ -11,6 +13,8 @@ from typing import Optional
 from cog import BaseRunner, CancelationException, Input, Path, Secret
 
 import cog_fixes  # noqa: F401  (applied on import)
+from models.flux.fill import FillInputs
+from models.flux.kontext import KontextInputs
 from models.flux.plan import FluxInputs
 from models.log import to_stdout
 from models.sdxl.plan import SDXLInputs
@@ -395,3 +399,164 @@ class SDXLPredictor(BaseRunner):
         civitai_api_token: Optional[Secret] = Inputs.civitai_api_token,
     ) -> list[Path]:
         return self.model.predict(_inputs(SDXLInputs, locals()))
+
+
+class FluxFillPredictor(BaseRunner):
+    def setup(self) -> None:
+        self.model = _load(self, "flux-fill-dev")
+
+    def run(
+        self,
+        prompt: str = Input(description="What to paint in the masked area, e.g. 'a red door'."),
+        image: Path = Input(
+            description=(
+                "The picture to fill in. Without `mask`, its transparent pixels are what is "
+                "repainted. PNG, JPEG, WebP, GIF, BMP or TIFF, up to 64 megapixels, rotated "
+                "by its EXIF tag; scaled down to fit 1440x1440 and to sides in multiples of "
+                "32 (see megapixels)."
+            )
+        ),
+        mask: Optional[Path] = Input(
+            description=(
+                "Optional black-and-white mask: white areas are repainted, black areas are "
+                "kept (a grey pixel counts as white from half brightness). Resized to the "
+                "image (nearest neighbour, logged). With a mask, the image's transparency "
+                "is not used. A mask with nothing, or everything, to repaint is refused."
+            ),
+            default=None,
+        ),
+        outpaint: str = Input(
+            description=(
+                "Grow the canvas around the picture and paint the new area: zoom out 1.5x "
+                "or 2x (the picture in the middle), or extend one side by half the "
+                "picture's width or height. Adds to what the mask or transparency repaints."
+            ),
+            choices=[
+                "none",
+                "zoom out 1.5x",
+                "zoom out 2x",
+                "extend left",
+                "extend right",
+                "extend top",
+                "extend bottom",
+            ],
+            default="none",
+        ),
+        megapixels: str = Input(
+            description=(
+                "Size of the output. match_input, the default: the picture's own size (after "
+                "outpaint), at most 1440x1440. 1 or 0.25: scaled to about that many "
+                "megapixels, keeping its shape. Sides are rounded to multiples of 32."
+            ),
+            choices=["1", "0.25", "match_input"],
+            default="match_input",
+        ),
+        num_outputs: int = Inputs.num_outputs,
+        num_inference_steps: int = Input(
+            description="Denoising steps, 1-50. 28 is the default; 28-50 is the useful range.",
+            ge=1,
+            le=50,
+            default=28,
+        ),
+        guidance: float = Input(
+            description=(
+                "How closely to follow the prompt, 0-100. Fill is distilled for high "
+                "guidance: 30 is the default, 20-50 the useful range."
+            ),
+            ge=0,
+            le=100,
+            default=30,
+        ),
+        seed: Optional[int] = Inputs.seed,
+        output_format: str = Inputs.output_format,
+        output_quality: int = Inputs.output_quality,
+        disable_safety_checker: bool = Inputs.disable_safety_checker,
+        go_fast: bool = Inputs.go_fast,
+        lora_weights: Optional[str] = Inputs.lora_weights,
+        lora_scale: float = Inputs.lora_scale,
+        extra_lora: Optional[str] = Inputs.extra_lora,
+        extra_lora_scale: float = Inputs.extra_lora_scale,
+        hf_api_token: Optional[Secret] = Inputs.hf_api_token,
+        civitai_api_token: Optional[Secret] = Inputs.civitai_api_token,
+    ) -> list[Path]:
+        return self.model.predict(_inputs(FillInputs, locals()))
+
+
+class FluxKontextPredictor(BaseRunner):
+    def setup(self) -> None:
+        self.model = _load(self, "flux-kontext-dev")
+
+    def run(
+        self,
+        prompt: str = Input(
+            description=(
+                "The edit, as an instruction: 'make the car red', 'put a hat on the cat', "
+                "'change the text to OPEN'. Say what should stay too ('keep the face')."
+            )
+        ),
+        input_image: Path = Input(
+            description=(
+                "The picture to edit. PNG, JPEG, WebP, GIF, BMP or TIFF, up to 64 "
+                "megapixels, rotated by its EXIF tag. It is resized to the resolution "
+                "Kontext was trained at nearest its shape (about 1 megapixel), logged."
+            )
+        ),
+        mask: Optional[Path] = Input(
+            description=(
+                "Optional black-and-white mask: the edit stays within its white areas, black "
+                "areas are kept. Resized to the picture (nearest neighbour). With a mask the "
+                "output keeps the picture's shape, and aspect_ratio is ignored (logged)."
+            ),
+            default=None,
+        ),
+        aspect_ratio: str = Input(
+            description=(
+                "Shape of the output. match_input_image, the default: the picture's shape, "
+                "at Kontext's nearest trained resolution. The others are the usual sizes at "
+                "1 megapixel: 1:1 is 1024x1024, 16:9 is 1344x768, 9:16 is 768x1344 ..."
+            ),
+            choices=[
+                "match_input_image",
+                "1:1",
+                "16:9",
+                "21:9",
+                "3:2",
+                "2:3",
+                "4:5",
+                "5:4",
+                "3:4",
+                "4:3",
+                "9:16",
+                "9:21",
+            ],
+            default="match_input_image",
+        ),
+        num_inference_steps: int = Input(
+            description="Denoising steps, 4-50. 28 is the default; fewer is faster and rougher.",
+            ge=4,
+            le=50,
+            default=28,
+        ),
+        guidance: float = Input(
+            description=(
+                "How strongly to follow the instruction, 0-10. 2.5 is the default; raise it "
+                "when an edit comes out too weak."
+            ),
+            ge=0,
+            le=10,
+            default=2.5,
+        ),
+        seed: Optional[int] = Inputs.seed,
+        output_format: str = Inputs.output_format,
+        output_quality: int = Inputs.output_quality,
+        disable_safety_checker: bool = Inputs.disable_safety_checker,
+        go_fast: bool = Inputs.go_fast,
+        lora_weights: Optional[str] = Inputs.lora_weights,
+        lora_scale: float = Inputs.lora_scale,
+        extra_lora: Optional[str] = Inputs.extra_lora,
+        extra_lora_scale: float = Inputs.extra_lora_scale,
+        hf_api_token: Optional[Secret] = Inputs.hf_api_token,
+        civitai_api_token: Optional[Secret] = Inputs.civitai_api_token,
+    ) -> Path:
+        # One picture, as Replicate's FLUX Kontext models answer.
+        return self.model.predict(_inputs(KontextInputs, locals()))[0]

@@ -13,8 +13,11 @@ from dataclasses import dataclass
 @dataclass(frozen=True)
 class ModelSpec:
     name: str
-    # Engine family: picks the pipeline code ("flux" or "sdxl").
+    # Architecture family ("flux" or "sdxl"): which LoRAs fit, how training treats it.
     family: str
+    # The inputs, plan() and engine a request goes through: a Family registered in
+    # models/serving/families.py ("flux", "flux-fill", "flux-kontext", "sdxl").
+    interface: str
     # Class in predict.py that serves this variant (cog.yaml's `run:`).
     predictor: str
     # Manifest entry holding the main weights.
@@ -34,6 +37,8 @@ class ModelSpec:
     # loaded from the weights, the others derived from it sharing its components. plan()
     # sets a job's mode; a mode missing here is refused.
     pipelines: tuple[tuple[str, str], ...]
+    # Fewest num_inference_steps accepted (Kontext's schema starts at 4).
+    min_steps: int = 1
     # Manifest entry of an optional refiner (SDXL).
     refiner: str | None = None
     # What a single-file checkpoint in MODEL_WEIGHTS holds: the whole "pipeline" (SDXL
@@ -71,6 +76,7 @@ class ModelSpec:
 def _flux(name: str, **kw) -> ModelSpec:
     defaults = dict(
         family="flux",
+        interface="flux",
         max_guidance=10.0,
         size_multiple=16,
         dtype="bfloat16",
@@ -88,6 +94,7 @@ def _flux(name: str, **kw) -> ModelSpec:
 def _sdxl(name: str, **kw) -> ModelSpec:
     defaults = dict(
         family="sdxl",
+        interface="sdxl",
         predictor="SDXLPredictor",
         default_steps=30,
         max_steps=100,
@@ -125,6 +132,32 @@ _DEV = dict(
     max_sequence_length=512,
 )
 
+# FLUX.1 Fill [dev]: the transformer takes the masked image and the mask beside the noise
+# (384 input channels); one mode, and sides in multiples of 32 as cog-flux gives them.
+_FILL = dict(
+    interface="flux-fill",
+    predictor="FluxFillPredictor",
+    default_steps=28,
+    max_steps=50,
+    guidance=30.0,
+    max_guidance=100.0,
+    max_sequence_length=512,
+    size_multiple=32,
+    pipelines=(("fill", "FluxFillPipeline"),),
+)
+# FLUX.1 Kontext [dev]: dev's architecture, the input image's tokens beside the noise's;
+# a mask edits one region only (FluxKontextInpaintPipeline, on the same components).
+_KONTEXT = dict(
+    interface="flux-kontext",
+    predictor="FluxKontextPredictor",
+    default_steps=28,
+    min_steps=4,
+    max_steps=50,
+    guidance=2.5,
+    max_sequence_length=512,
+    pipelines=(("edit", "FluxKontextPipeline"), ("edit-region", "FluxKontextInpaintPipeline")),
+)
+
 # Trained from scratch on a small synthetic world by script/train-mini (mini/, committed).
 _MINI = dict(_TINY, max_native_side=128)
 
@@ -142,6 +175,36 @@ SPECS: dict[str, ModelSpec] = {
             weights="flux-dev",
             description="FLUX.1 [dev]: guidance-distilled, 28 steps (non-commercial, gated).",
             **_DEV,
+        ),
+        _flux(
+            "flux-fill-dev",
+            weights="flux-fill-dev",
+            description=(
+                "FLUX.1 Fill [dev]: inpainting and outpainting from an image and a mask "
+                "(non-commercial, gated)."
+            ),
+            **_FILL,
+        ),
+        _flux(
+            "flux-kontext-dev",
+            weights="flux-kontext-dev",
+            description=(
+                "FLUX.1 Kontext [dev]: edits a picture as an instruction says "
+                "(non-commercial, gated)."
+            ),
+            **_KONTEXT,
+        ),
+        _flux(
+            "tiny-flux-fill-dev",
+            weights="tiny-flux-fill-dev",
+            description="Random tiny FLUX Fill with flux-fill-dev's inputs, for offline tests.",
+            **{**_FILL, **_TINY},
+        ),
+        _flux(
+            "tiny-flux-kontext-dev",
+            weights="tiny-flux-kontext-dev",
+            description="Random tiny FLUX Kontext with flux-kontext-dev's inputs, for tests.",
+            **{**_KONTEXT, **_TINY},
         ),
         _flux(
             "tiny-flux-schnell",

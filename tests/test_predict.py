@@ -10,6 +10,7 @@ import pytest
 import yaml
 
 import predict
+from models.flux.kontext import MATCH_INPUT_IMAGE
 from models.request.imaging import SUPPORTED_FORMATS
 from models.request.outputs import OUTPUT_FORMATS
 from models.request.sizes import ASPECT_RATIOS, MATCH_INPUT, MEGAPIXELS
@@ -95,15 +96,20 @@ def test_shared_choices_match_the_model_tables(cls_name):
     props = schema["properties"]
     assert _enum(components, props["output_format"]) == list(OUTPUT_FORMATS)
     if "aspect_ratio" in props:
-        assert _enum(components, props["aspect_ratio"]) == list(ASPECT_RATIOS)
+        ratios = _enum(components, props["aspect_ratio"])
+        assert ratios in (list(ASPECT_RATIOS), [MATCH_INPUT_IMAGE, *ASPECT_RATIOS])
+    if "megapixels" in props:
         assert _enum(components, props["megapixels"]) == [*MEGAPIXELS, MATCH_INPUT]
     seed = props["seed"]
     assert seed["nullable"] and (seed["minimum"], seed["maximum"]) == (0, 2**32 - 1)
     assert "seed" not in schema["required"] and "prompt" in schema["required"]
-    for name in ("image", "mask"):
-        assert props[name]["format"] == "uri" and props[name]["nullable"]
-    # The formats load_image opens, said the same way here and in the README.
-    assert SUPPORTED_FORMATS in props["image"]["description"]
+    pictures = [name for name in ("image", "input_image", "mask") if name in props]
+    for name in pictures:
+        # A picture a model cannot do without is required; an optional one is nullable.
+        required = name in schema["required"]
+        assert props[name]["format"] == "uri" and props[name].get("nullable", False) != required
+        if name != "mask":  # the formats load_image opens, said the same way in the README
+            assert SUPPORTED_FORMATS in props[name]["description"]
     assert SUPPORTED_FORMATS in (REPO_ROOT / "README.md").read_text()
 
 
@@ -113,6 +119,7 @@ def test_step_and_guidance_inputs_follow_the_spec(name):
     schema, _ = _inputs(getattr(predict, spec.predictor))
     steps = schema["properties"]["num_inference_steps"]
     assert (steps["default"], steps["maximum"]) == (spec.default_steps, spec.max_steps)
+    assert steps["minimum"] == spec.min_steps
     guidance = schema["properties"].get("guidance") or schema["properties"].get("guidance_scale")
     if spec.guidance is None:
         assert guidance is None

@@ -25,7 +25,7 @@ def num_outputs(value: int) -> int:
 def steps(spec: ModelSpec, value: int | None) -> int:
     """num_inference_steps, the variant's default when not given."""
     value = spec.default_steps if value is None else value
-    check_range("num_inference_steps", value, 1, spec.max_steps)
+    check_range("num_inference_steps", value, spec.min_steps, spec.max_steps)
     return value
 
 

@@ -1,7 +1,7 @@
-"""Model family name (ModelSpec.family) -> its Family (models/engine/family.py)."""
+"""ModelSpec.interface -> the Family that serves it (models/engine/family.py)."""
 
 from models.engine.family import Family
-from models.flux.family import FLUX
+from models.flux.family import FLUX, FLUX_FILL, FLUX_KONTEXT
 from models.sdxl.family import SDXL
 
-FAMILIES: dict[str, Family] = {family.name: family for family in (FLUX, SDXL)}
+FAMILIES: dict[str, Family] = {f.name: f for f in (FLUX, FLUX_FILL, FLUX_KONTEXT, SDXL)}

@@ -73,7 +73,7 @@ class DiffusionModel:
         full-size ones)."""
         started = time.perf_counter()
         self.spec, self.settings = spec, settings
-        self.family = FAMILIES[spec.family]
+        self.family = FAMILIES[spec.interface]
         shutdown.configure(settings.drain_file)
         device = pick_device(settings.device)
         if components is None:

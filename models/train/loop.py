@@ -82,7 +82,7 @@ class Trainer:
             log.setLevel("WARNING")
         self.settings = settings
         self.device = self.accelerator.device
-        components = FAMILIES[spec.family].load_components(
+        components = FAMILIES[spec.interface].load_components(
             spec, settings, str(self.device), training=True
         )
         self.pipe = getattr(components, "base", components)  # SDXL: no refiner in training

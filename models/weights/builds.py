@@ -38,15 +38,26 @@ from models.weights.parts import (
 BUILD_VERSION = "1"
 
 
-def build_flux(dest: Path, dims: FluxDims, *, guidance: bool, seed: int = 0) -> Path:
-    """Write a diffusers FLUX pipeline folder (model_index.json + components) to dest."""
-    from diffusers import FluxPipeline
+def build_flux(
+    dest: Path,
+    dims: FluxDims,
+    *,
+    guidance: bool,
+    seed: int = 0,
+    pipeline: str = "FluxPipeline",
+    fill: bool = False,
+) -> Path:
+    """Write a diffusers FLUX pipeline folder (model_index.json + components) to dest, as
+    `pipeline` saves it (the class the real variant's folder names). `fill`: Fill's
+    transformer, which also reads the masked image and the mask."""
+    import diffusers
 
     torch.manual_seed(seed)
     tokenizer, tokenizer_2 = clip_tokenizer(), t5_tokenizer()
     t5 = t5_encoder(dims, len(tokenizer_2))
-    transformer = flux_transformer(dims, guidance=guidance)
-    pipe = FluxPipeline(
+    channels = dict(in_channels=384, out_channels=64) if fill else {}
+    transformer = flux_transformer(dims, guidance=guidance, **channels)
+    pipe = getattr(diffusers, pipeline)(
         scheduler=flux_scheduler(guidance),
         text_encoder=clip_text_model(len(tokenizer), projection=dims.pooled_dim),
         tokenizer=tokenizer,
@@ -227,6 +238,12 @@ def build_version(build: str) -> str:
 BUILDERS: dict[str, Callable[[Path], Path]] = {
     "tiny-flux": lambda d: build_flux(d, TINY_FLUX, guidance=False),
     "tiny-flux-guidance": lambda d: build_flux(d, TINY_FLUX, guidance=True),
+    "tiny-flux-fill": lambda d: build_flux(
+        d, TINY_FLUX, guidance=True, pipeline="FluxFillPipeline", fill=True
+    ),
+    "tiny-flux-kontext": lambda d: build_flux(
+        d, TINY_FLUX, guidance=True, pipeline="FluxKontextPipeline"
+    ),
     "mid-flux": lambda d: build_flux(d, MID_FLUX, guidance=False),
     "tiny-sdxl": build_sdxl,
     "tiny-sdxl-refiner": build_sdxl_refiner,

@@ -78,6 +78,26 @@ MANIFEST: dict[str, WeightsEntry] = {
             gated=True,
             licence="FLUX.1 [dev] Non-Commercial License",
         ),
+        # No Replicate CDN tar of these in diffusers layout is known: cog-flux's CDN holds
+        # Fill only as one BFL-format transformer file. From the Hub, gated like dev.
+        WeightsEntry(
+            "flux-fill-dev",
+            sources=(
+                Source(hf_repo="black-forest-labs/FLUX.1-Fill-dev", allow_patterns=DIFFUSERS_FILES),
+            ),
+            gated=True,
+            licence="FLUX.1 [dev] Non-Commercial License",
+        ),
+        WeightsEntry(
+            "flux-kontext-dev",
+            sources=(
+                Source(
+                    hf_repo="black-forest-labs/FLUX.1-Kontext-dev", allow_patterns=DIFFUSERS_FILES
+                ),
+            ),
+            gated=True,
+            licence="FLUX.1 [dev] Non-Commercial License",
+        ),
         WeightsEntry(
             "sdxl",
             sources=(
@@ -145,6 +165,8 @@ MANIFEST: dict[str, WeightsEntry] = {
         ),
         WeightsEntry("tiny-flux-schnell", build="tiny-flux"),
         WeightsEntry("tiny-flux-dev", build="tiny-flux-guidance"),
+        WeightsEntry("tiny-flux-fill-dev", build="tiny-flux-fill"),
+        WeightsEntry("tiny-flux-kontext-dev", build="tiny-flux-kontext"),
         WeightsEntry("mid-flux-schnell", build="mid-flux"),
         WeightsEntry("mini-flux-schnell", build="mini-flux-schnell"),
         WeightsEntry("mini-sdxl", build="mini-sdxl"),

@@ -137,12 +137,17 @@ def t5_encoder(dims: FluxDims, vocab_size: int):
     return T5EncoderModel(config)
 
 
-def flux_transformer(dims: FluxDims, *, guidance: bool):
+def flux_transformer(
+    dims: FluxDims, *, guidance: bool, in_channels: int = 64, out_channels: int | None = None
+):
+    """FLUX's transformer at `dims`. Fill takes 384 input channels (the noise's 64, the
+    masked image's 64 and the mask's 256, all packed) and gives out 64."""
     from diffusers import FluxTransformer2DModel
 
     return FluxTransformer2DModel(
         patch_size=1,
-        in_channels=64,
+        in_channels=in_channels,
+        out_channels=out_channels,
         num_layers=dims.double_blocks,
         num_single_layers=dims.single_blocks,
         attention_head_dim=dims.head_dim,

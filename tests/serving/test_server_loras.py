@@ -22,7 +22,7 @@ INPUTS = {
 
 def base_pipe(model: str, settings):
     spec = get_spec(model)
-    components = FAMILIES[spec.family].load_components(spec, settings, "cpu", training=True)
+    components = FAMILIES[spec.interface].load_components(spec, settings, "cpu", training=True)
     return getattr(components, "base", components)  # SDXL: SDXLComponents
 
 

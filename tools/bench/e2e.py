@@ -60,7 +60,7 @@ def bench_server(model: str, inputs: dict, runs: int) -> dict:
 def bench_bare(model: str, inputs: dict, runs: int) -> dict:
     """The diffusers pipeline alone, called with exactly the arguments our engine passes."""
     spec = get_spec(model)
-    family = FAMILIES[spec.family]
+    family = FAMILIES[spec.interface]
     # Safety checking is measured through the server; the bare call has none.
     served = DiffusionModel(spec, replace(load_settings(), safety_checker=False))
     job = family.plan(spec, family.inputs(**inputs))

@@ -1,6 +1,6 @@
-"""`script/bench --full-size`: the real FLUX.1 and SDXL architectures with random weights
-(no download), built on the GPU, timed at 1024x1024 the way the predictors run them:
-eager, compiled, and compiled with fp8, with peak GPU memory.
+"""`script/bench --full-size`: the real FLUX.1 (with Fill's and Kontext's) and SDXL
+architectures with random weights (no download), built on the GPU, timed at 1024x1024 the
+way the predictors run them: eager, compiled, and compiled with fp8, with peak GPU memory.
 
 Random weights draw noise but cost exactly what trained ones do. Text encoders, VAE and
 transformer/UNet have their published sizes; tokenizers are the tiny local ones (the text
@@ -18,13 +18,14 @@ import time
 from dataclasses import replace
 
 import torch
+from PIL import Image
 
 from models.serving.families import FAMILIES
 from models.serving.model import DiffusionModel
 from models.settings import load_settings
 from models.specs import get_spec
 from models.weights.parts import clip_tokenizer, flux_scheduler, sdxl_scheduler, t5_tokenizer
-from tools.bench.inputs import size_inputs
+from tools.bench.inputs import picture_inputs, size_inputs
 
 CLIP_L = dict(
     hidden_size=768,
@@ -157,11 +158,17 @@ def _clip(dims: dict, *, projection: bool):
     return (CLIPTextModelWithProjection if projection else CLIPTextModel)(config)
 
 
-def flux_components(dims: dict, *, guidance: bool):
-    from diffusers import AutoencoderKL, FluxPipeline, FluxTransformer2DModel
+def flux_components(dims: dict, *, guidance: bool, pipeline: str = "FluxPipeline"):
+    """FLUX's components as `pipeline` holds them; Fill's transformer also reads the
+    masked picture and the mask (384 input channels)."""
+    import diffusers
+    from diffusers import AutoencoderKL, FluxTransformer2DModel
     from transformers import T5Config, T5EncoderModel
 
-    return FluxPipeline(
+    channels = dict(in_channels=64)
+    if pipeline == "FluxFillPipeline":
+        channels = dict(in_channels=384, out_channels=64)
+    return getattr(diffusers, pipeline)(
         scheduler=flux_scheduler(guidance),
         text_encoder=_clip(dims["clip_l"], projection=False),
         tokenizer=clip_tokenizer(),
@@ -173,7 +180,7 @@ def flux_components(dims: dict, *, guidance: bool):
             **dims["flux_vae"],
         ),
         transformer=FluxTransformer2DModel(
-            patch_size=1, in_channels=64, guidance_embeds=guidance, **dims["flux"]
+            patch_size=1, guidance_embeds=guidance, **channels, **dims["flux"]
         ),
     )
 
@@ -217,7 +224,8 @@ def build(model_name: str, dims: dict, device: str, dtype: torch.dtype):
     try:
         with torch.device(device):
             if spec.family == "flux":
-                return flux_components(dims, guidance=spec.guidance is not None)
+                guidance = spec.guidance is not None
+                return flux_components(dims, guidance=guidance, pipeline=spec.pipelines[0][1])
             return sdxl_components(dims)
     finally:
         torch.set_default_dtype(previous)
@@ -240,7 +248,7 @@ def bench_full(
     configs: tuple[str, ...] = tuple(CONFIGS),
 ) -> dict:
     spec = get_spec(model_name)
-    family = FAMILIES[spec.family]
+    family = FAMILIES[spec.interface]
     device = "cuda" if torch.cuda.is_available() else "cpu"
     dtype = getattr(torch, spec.dtype) if device == "cuda" else torch.float32
     started = time.perf_counter()
@@ -253,7 +261,8 @@ def bench_full(
     }
     steps = steps or spec.default_steps
     megapixels = {1024: "1", 512: "0.25"}[size]
-    sizes = size_inputs(spec.family, "1:1", megapixels)
+    sizes = size_inputs(spec.interface, "1:1", megapixels)
+    sizes |= picture_inputs(spec.interface, "1:1", megapixels)
     for name in configs:
         compile_it, fp8, go_fast = CONFIGS[name]
         settings = replace(
@@ -265,7 +274,10 @@ def bench_full(
         request = family.inputs(
             prompt="a cat in a hat", seed=1, num_inference_steps=steps, go_fast=go_fast, **sizes
         )
-        model.predict(request)  # warm-up beyond setup's: allocator, cuDNN choices
+        # Warm-up beyond setup's (allocator, cuDNN choices); its picture has the size drawn
+        # (Kontext draws at about 1 megapixel whatever `size` says).
+        with Image.open(model.predict(request)[0]) as drawn:
+            result["size"] = f"{drawn.width}x{drawn.height}"
         times = []
         for _ in range(runs):
             began = time.perf_counter()

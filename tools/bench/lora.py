@@ -36,7 +36,7 @@ def _median_time(fn, runs: int) -> float:
 
 def bench_lora(model_name: str, inputs: dict, *, runs: int, rank: int, compile_it: bool) -> dict:
     spec = get_spec(model_name)
-    family = FAMILIES[spec.family]
+    family = FAMILIES[spec.interface]
     folder = Path(tempfile.mkdtemp(prefix="bench-lora-"))
     with Hub() as hub:
         settings = replace(

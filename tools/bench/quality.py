@@ -30,10 +30,10 @@ RECOMMENDED_GUIDANCE = {"mini-sdxl": 4.0}
 def scene_inputs(spec, scene: Scene, *, seed: int, square: bool, index: int = 0, **extra):
     """The family's inputs drawing `scene` square or at one of the other shapes (`extra`
     may set another prompt, an image, a LoRA...)."""
-    inputs = FAMILIES[spec.family].inputs
+    inputs = FAMILIES[spec.interface].inputs
     ratio = "1:1" if square else ASPECT_RATIOS[index % len(ASPECT_RATIOS)]
     # Either size is drawn at the model's native size (max_native_side) and judged there.
-    size = size_inputs(spec.family, ratio, "0.25")
+    size = size_inputs(spec.interface, ratio, "0.25")
     extra.setdefault("prompt", scene.prompt)
     if spec.name in RECOMMENDED_GUIDANCE:
         extra.setdefault("guidance_scale", RECOMMENDED_GUIDANCE[spec.name])

@@ -52,7 +52,7 @@ def make_loras(model: str, folder: Path) -> list[str]:
     """Two random LoRAs for `model`'s family, as local files (a path is a valid source)."""
     spec = get_spec(model)
     settings = replace(load_settings(), device="cpu", safety_checker=False)
-    components = FAMILIES[spec.family].load_components(spec, settings, "cpu", training=True)
+    components = FAMILIES[spec.interface].load_components(spec, settings, "cpu", training=True)
     pipe = getattr(components, "base", components)  # SDXL's are a bundle
     build = lora_for(spec.family)
     return [str(build(pipe, folder / f"soak-{i}.safetensors", seed=i)) for i in range(2)]

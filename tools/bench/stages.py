@@ -54,7 +54,7 @@ def _timed(owner, name: str, bucket: list[float], device: str):
 
 def bench_stages(model_name: str, inputs: dict, *, runs: int, go_fast: bool) -> dict:
     spec = get_spec(model_name)
-    family = FAMILIES[spec.family]
+    family = FAMILIES[spec.interface]
     model = DiffusionModel(spec, replace(load_settings(), compile="auto"))
     engine = model.engine
     pipe = (engine.fast_pipes if go_fast and engine.fast else engine.pipes)["txt2img"]
