@@ -36,7 +36,9 @@ def train(
             "A .zip or .tar of training images: jpg, png, webp, gif, bmp or tiff, 10-30 of "
             "them is typical. A caption may sit beside each image as a .txt of the same name "
             "(photo1.png + photo1.txt). __MACOSX folders, hidden files and other files are "
-            "skipped (logged). Transparent pixels are left out of the loss."
+            "skipped (logged). Transparent pixels are left out of the loss. For "
+            "flux-kontext-dev, pairs: photo1.png (after the edit), photo1_start.png (before) "
+            "and photo1.txt (the instruction)."
         )
     ),
     trigger_word: str = Input(

@@ -32,7 +32,10 @@ def _opt(help: str, **kw):
 class TrainInputs:
     """What a user asks for. `input_images` is the only required value."""
 
-    input_images: Path = _opt("A .zip or .tar of images, with optional name.txt captions.")
+    input_images: Path = _opt(
+        "A .zip or .tar of images, with optional name.txt captions (Kontext: pairs "
+        "name.png, name_start.png and name.txt, the instruction)."
+    )
     trigger_word: str = _opt("Word that invokes what the LoRA learns.", default="TOK")
     steps: int = _opt("Optimizer steps.", default=1000)
     learning_rate: float | None = _opt("Learning rate; default FLUX 4e-4, SDXL 1e-4.", default=None)
@@ -98,6 +101,11 @@ def input_defaults() -> dict:
 
 
 def plan(spec: ModelSpec, inputs: TrainInputs) -> TrainConfig:
+    if spec.interface == "flux-fill":
+        raise InputError(
+            f"{spec.name}: LoRA training for FLUX Fill is not offered. Train on flux-dev: "
+            "Fill has dev's layers, and a dev LoRA loads into it with lora_weights."
+        )
     check_range("steps", inputs.steps, 1, 100_000)
     check_range("lora_rank", inputs.lora_rank, 1, 256)
     check_range("batch_size", inputs.batch_size, 1, 64)

@@ -43,12 +43,17 @@ MAX_ARCHIVE_MEMBERS = 10_000
 INPUT = "input_images"
 
 
+# A Kontext pair: NAME.png is the picture after the edit, NAME_start.png the one before.
+START_SUFFIX = "_start"
+
+
 @dataclass
 class TrainImage:
     name: str  # its path inside the archive
     image: Image.Image  # RGB, transparent areas on NEUTRAL
     mask: Image.Image | None  # "L", 255 where opaque; None when fully opaque
     caption: str | None  # from name.txt; None without one
+    start: Image.Image | None = None  # a Kontext pair's picture before the edit (RGB)
 
 
 def _kind(path: Path) -> str:
@@ -151,12 +156,25 @@ def _check_count(archive: Path, files: list) -> None:
         )
 
 
-def load_images(folder: Path, names: list[str]) -> list[TrainImage]:
-    """The extracted images with their captions, in name order."""
-    texts = {PurePosixPath(n).with_suffix("").as_posix(): n for n in names if n.endswith(".txt")}
+def _stem(name: str) -> str:
+    return PurePosixPath(name).with_suffix("").as_posix()
+
+
+def load_images(folder: Path, names: list[str], *, pairs: bool = False) -> list[TrainImage]:
+    """The extracted images with their captions, in name order. With `pairs` (Kontext),
+    each NAME.<ext> is the picture after an edit, NAME_start.<ext> the one before (any
+    image format) and NAME.txt the instruction; a result without its start image is
+    refused, naming the file."""
+    texts = {_stem(n): n for n in names if n.endswith(".txt")}
+    pictures = sorted(n for n in names if PurePosixPath(n).suffix.lower() in IMAGE_SUFFIXES)
+    starts = {}
+    if pairs:
+        starts = {_stem(n).removesuffix(START_SUFFIX): n for n in pictures
+                  if _stem(n).endswith(START_SUFFIX)}  # fmt: skip
+        pictures = [n for n in pictures if not _stem(n).endswith(START_SUFFIX)]
     images, used = [], set()
-    for name in sorted(n for n in names if PurePosixPath(n).suffix.lower() in IMAGE_SUFFIXES):
-        stem = PurePosixPath(name).with_suffix("").as_posix()
+    for name in pictures:
+        stem = _stem(name)
         image, alpha = load_image_and_alpha(folder / name, input_name=f"{INPUT}: {name}",
                                             background=NEUTRAL)  # fmt: skip
         if alpha is not None and alpha.getextrema()[1] == 0:
@@ -169,7 +187,12 @@ def load_images(folder: Path, names: list[str]) -> list[TrainImage]:
             used.add(texts[stem])
             raw = (folder / texts[stem]).read_bytes().decode("utf-8-sig", errors="replace")
             caption = " ".join(raw.split()) or None
-        images.append(TrainImage(name, image, alpha, caption))
+        start = _start_image(folder, name, starts) if pairs else None
+        images.append(TrainImage(name, image, alpha, caption, start))
+    unpaired = sorted(set(starts) - {_stem(i.name) for i in images})
+    if unpaired:
+        names = ", ".join(starts[stem] for stem in unpaired)
+        log.info(f"Start images without a picture after the edit (ignored): {names}")
     orphans = sorted(set(texts.values()) - used)
     if orphans:
         log.info(f"Captions without an image beside them (ignored): {', '.join(orphans)}")
@@ -180,6 +203,20 @@ def load_images(folder: Path, names: list[str]) -> list[TrainImage]:
             f"of the loss: {', '.join(masked)}"
         )
     return images
+
+
+def _start_image(folder: Path, name: str, starts: dict[str, str]) -> Image.Image:
+    stem = _stem(name)
+    if stem not in starts:
+        raise InputError(
+            f"{INPUT}: {name} has no start image {stem}{START_SUFFIX}.<ext> beside it. A "
+            f"Kontext pair is NAME.png (after the edit), NAME{START_SUFFIX}.png (before; any "
+            "image format) and NAME.txt (the instruction): add the start image, or remove "
+            f"{name}."
+        )
+    start, _ = load_image_and_alpha(folder / starts[stem], input_name=f"{INPUT}: {starts[stem]}",
+                                    background=NEUTRAL)  # fmt: skip
+    return start
 
 
 def with_trigger(caption: str | None, trigger: str) -> str:
@@ -271,12 +308,21 @@ def prepare(item: TrainImage, sample: Sample) -> dict:
     mask = None
     if item.mask is not None:
         mask = torch.from_numpy(fit(item.mask))[None] / 255.0
-    return {
+    prepared = {
         "pixels": pixels,
         "mask": mask,
         "original_size": (item.image.height, item.image.width),
         "crop_top_left": (top, left),
     }
+    if item.start is not None:  # the same bucket, the start picture cropped its own way
+        start_scale, (x, y) = crop_box(item.start, sample.width, sample.height)
+        fitted = item.start.resize(
+            (round(item.start.width * start_scale), round(item.start.height * start_scale)),
+            Image.Resampling.LANCZOS,
+        ).crop((x, y, x + sample.width, y + sample.height))
+        start = torch.from_numpy(np.asarray(fitted, np.float32)).permute(2, 0, 1)
+        prepared["start_pixels"] = start / 127.5 - 1.0
+    return prepared
 
 
 class Schedule:

@@ -87,7 +87,10 @@ class Trainer:
         )
         self.pipe = getattr(components, "base", components)  # SDXL: no refiner in training
         self.pipe.set_progress_bar_config(disable=True)
-        self.objective = OBJECTIVES[spec.family](self.pipe, spec, config)
+        self.objective = OBJECTIVES.get(spec.interface, OBJECTIVES[spec.family])(
+            self.pipe, spec, config
+        )
+        self.pairs = spec.interface == "flux-kontext"  # trains on before/after pairs
 
     # --- data -------------------------------------------------------------------
     def load_data(self, archive: Path) -> None:
@@ -96,10 +99,13 @@ class Trainer:
         folder = self.out_dir / "work" / f"images-{self.rank}"
         shutil.rmtree(folder, ignore_errors=True)
         folder.mkdir(parents=True)
-        self.images = data.load_images(folder, data.extract(Path(archive), folder))
+        names = data.extract(Path(archive), folder)
+        self.images = data.load_images(folder, names, pairs=self.pairs)
         missing = [i for i, item in enumerate(self.images) if item.caption is None]
         generated = {}
-        if missing and self.config.autocaption:
+        if missing and self.config.autocaption and self.pairs:
+            log.info("autocaption: a pair's caption is its edit instruction, not a description")
+        elif missing and self.config.autocaption:
             generated = autocaption(
                 [self.images[i] for i in missing], self.spec, self.settings, str(self.device)
             )
@@ -127,12 +133,16 @@ class Trainer:
         cache_latents every sample's VAE posterior; then the encoders can leave the GPU."""
         texts = {*self.captions.values(), ""}
         self.text = {t: self.objective.encode_text(t) for t in sorted(texts)}
-        self.moments = {}
+        self.moments, self.start_moments = {}, {}
         if self.config.cache_latents:
             with torch.no_grad():
                 for index, sample in enumerate(self.samples):
-                    pixels = self._pixels(sample)["pixels"][None]
-                    self.moments[index] = self.objective.encode_image(pixels).cpu()
+                    prepared = self._pixels(sample)
+                    self.moments[index] = self.objective.encode_image(prepared["pixels"][None])
+                    self.moments[index] = self.moments[index].cpu()
+                    if "start_pixels" in prepared:
+                        start = self.objective.encode_image(prepared["start_pixels"][None])
+                        self.start_moments[index] = start.cpu()
         if self.device.type == "cuda":
             self._offload(True)
 
@@ -162,12 +172,22 @@ class Trainer:
             with torch.no_grad():
                 moments = self.objective.encode_image(torch.stack([p["pixels"] for p in prepared]))
         latents = self.objective.latents(moments.cpu(), generators).to(self.device)
+        start = None
+        if self.pairs:
+            if self.config.cache_latents:
+                start = torch.cat([self.start_moments[self.sample_index[s]] for s in samples])
+            else:
+                with torch.no_grad():
+                    pictures = torch.stack([p["start_pixels"] for p in prepared])
+                    start = self.objective.encode_image(pictures)
+            start = self.objective.start_latents(start.cpu()).to(self.device)
         masks = [p["mask"] for p in prepared]
         mask = None
         if any(m is not None for m in masks):
             ones = torch.ones_like(prepared[0]["pixels"][:1])
             mask = torch.stack([ones if m is None else m for m in masks]).to(self.device)
         extra = {
+            "start_latents": start,
             "mask": mask,
             "size": (samples[0].height, samples[0].width),
             "original_size": [p["original_size"] for p in prepared],
@@ -332,8 +352,12 @@ class Trainer:
         prompts = self._sample_prompts()
         if prompts and self.device.type == "cuda":
             self._offload(False)
+        starts = None
+        if self.pairs:  # each prompt edits the start picture it was trained with
+            first = {self.captions[i.name]: i.start for i in reversed(self.images)}
+            starts = [first[prompt] for prompt in prompts]
         result.samples = outputs.save_samples(
-            self.out_dir, self.pipe, self.spec, config, prompts, self.dtype
+            self.out_dir, self.pipe, self.spec, config, prompts, self.dtype, starts
         )
         outputs.save_config(
             self.out_dir,

@@ -1,7 +1,8 @@
 """What each family trains: which model gets the LoRA, how captions and images are
 encoded, and the loss of one batch.
 
-FLUX: flow matching as in diffusers' FLUX LoRA example: timesteps drawn with
+FLUX: flow matching as in diffusers' FLUX LoRA example (Kontext: the same, with the
+picture before the edit in the sequence, as diffusers' Kontext LoRA example): timesteps drawn with
 `compute_density_for_timestep_sampling`, loss weighted by `compute_loss_weighting_for_sd3`,
 target noise - latents, latents packed with FluxPipeline's own helpers; FLUX.1 [dev]'s
 guidance embedding gets a fixed guidance value. schnell trains the same way, but it is
@@ -119,16 +120,17 @@ class FluxObjective(Objective):
         guidance = None
         if self.model.config.guidance_embeds:
             guidance = torch.full((batch,), self.config.guidance, device=device)
+        hidden, ids = self.sequence(packed, image_ids, extra)
         prediction = model(
-            hidden_states=packed.to(dtype),
+            hidden_states=hidden.to(dtype),
             timestep=timesteps / 1000,
             guidance=guidance,
             pooled_projections=text["pooled"].to(device, dtype),
             encoder_hidden_states=text["embeds"].to(device, dtype),
             txt_ids=text["text_ids"][0].to(device, dtype),
-            img_ids=image_ids,
+            img_ids=ids,
             return_dict=False,
-        )[0]
+        )[0][:, : packed.shape[1]]
         factor = self.pipe.vae_scale_factor
         prediction = FluxPipeline._unpack_latents(
             prediction, height=height * factor, width=width * factor, vae_scale_factor=factor
@@ -136,6 +138,33 @@ class FluxObjective(Objective):
         weighting = compute_loss_weighting_for_sd3(scheme, sigmas)
         error = weighting.float() * (prediction.float() - (noise - latents).float()) ** 2
         return masked_mean(error, extra.get("mask"))
+
+    def sequence(self, packed, image_ids, extra: dict):
+        """The image tokens the transformer sees, and their position ids."""
+        return packed, image_ids
+
+
+class KontextObjective(FluxObjective):
+    """FLUX.1 Kontext, as its pipeline runs it: the picture before the edit, encoded (its
+    posterior's mean, as the pipeline encodes it) and packed, follows the noisy latents
+    in the sequence at position-id index 1; only the noisy part's prediction is scored."""
+
+    def start_latents(self, moments: torch.Tensor) -> torch.Tensor:
+        mean = moments[:, : moments.shape[1] // 2].float()
+        vae = self.pipe.vae.config
+        return (mean - (vae.shift_factor or 0.0)) * vae.scaling_factor
+
+    def sequence(self, packed, image_ids, extra: dict):
+        from diffusers import FluxPipeline
+
+        start = extra["start_latents"]
+        batch, channels, height, width = start.shape
+        tokens = FluxPipeline._pack_latents(start, batch, channels, height, width)
+        ids = FluxPipeline._prepare_latent_image_ids(
+            batch, height // 2, width // 2, image_ids.device, image_ids.dtype
+        )
+        ids[..., 0] = 1
+        return torch.cat([packed, tokens.to(packed)], dim=1), torch.cat([image_ids, ids])
 
 
 class SDXLObjective(Objective):
@@ -190,4 +219,5 @@ class SDXLObjective(Objective):
         return masked_mean(error, extra.get("mask"))
 
 
-OBJECTIVES = {"flux": FluxObjective, "sdxl": SDXLObjective}
+# By ModelSpec.interface, else by family.
+OBJECTIVES = {"flux": FluxObjective, "flux-kontext": KontextObjective, "sdxl": SDXLObjective}

@@ -14,6 +14,7 @@ import tarfile
 from pathlib import Path, PurePosixPath
 
 import torch
+from PIL import Image
 from safetensors import safe_open
 from safetensors.torch import save_file
 
@@ -90,9 +91,12 @@ def pack(out_dir: Path, tar_path: Path) -> Path:
 
 
 @torch.no_grad()
-def save_samples(out_dir: Path, pipe, spec, config, prompts: list[str], dtype) -> list[Path]:
+def save_samples(
+    out_dir: Path, pipe, spec, config, prompts: list[str], dtype, starts: list | None = None
+) -> list[Path]:
     """Images of `prompts` (the first training captions) with the trained LoRA, at the
-    smallest training resolution, in out_dir/samples."""
+    smallest training resolution, in out_dir/samples. Kontext: `starts` are the pictures
+    each prompt edits."""
     if not prompts:
         return []
     # The pipeline upcasts a half-precision VAE itself, but cannot decode half latents
@@ -113,6 +117,9 @@ def save_samples(out_dir: Path, pipe, spec, config, prompts: list[str], dtype) -
         )
         if spec.family == "flux":
             kwargs["max_sequence_length"] = spec.max_sequence_length
+        if starts is not None:  # at the sample's size: no resizing by the pipeline
+            picture = starts[index].resize((side, side), Image.Resampling.LANCZOS)
+            kwargs |= dict(image=picture, _auto_resize=False)
         image = pipe(**kwargs).images[0]
         path = folder / f"{index}.webp"
         image.save(path, quality=90)
