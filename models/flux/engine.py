@@ -35,14 +35,17 @@ def load_components(spec: ModelSpec, weights: Path, device: str, *, config: Path
 
 # Each mode's own arguments, beside those every mode takes (FluxEngine.call_args). Kontext
 # gets its picture already at a size it was trained at (plan() chose it, and the mini
-# models' native size may have shrunk it): the pipeline must not resize it again.
+# models' native size may have shrunk it): the pipeline must not resize it again, nor
+# scale the output to its default area (1 MP), which it does to any size it is given.
 MODE_ARGS = {
     "txt2img": lambda job: {},
     "img2img": lambda job: dict(image=job.image, strength=job.strength),
     "inpaint": lambda job: dict(image=job.image, strength=job.strength, mask_image=job.mask),
     "fill": lambda job: dict(image=job.image, mask_image=job.mask),
-    "edit": lambda job: dict(image=job.image, _auto_resize=False),
-    "edit-region": lambda job: dict(image=job.image, mask_image=job.mask, _auto_resize=False),
+    "edit": lambda job: dict(image=job.image, _auto_resize=False, max_area=job.width * job.height),
+    "edit-region": lambda job: dict(
+        image=job.image, mask_image=job.mask, _auto_resize=False, max_area=job.width * job.height
+    ),
 }
 
 

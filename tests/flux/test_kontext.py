@@ -75,6 +75,21 @@ def test_an_edit_is_one_picture_and_repeats_for_a_seed(kontext, tmp_path, mask):
     assert not np.array_equal(first, other)
 
 
+@pytest.mark.parametrize("mask", [False, True])
+def test_an_edit_is_drawn_at_the_size_planned(kontext, tmp_path, mask):
+    # diffusers' Kontext pipelines scale any size they are given to 1 MP unless told the
+    # area; a mini model's native size (at most 128 px a side) is far below it.
+    from models.loras.source import Tokens
+    from models.request.job import at_native_size
+
+    picture = write_image(tmp_path / "in.png", size=(300, 200))
+    extra = {"mask": write_image(tmp_path / "m.png", (300, 200), "L", 255)} if mask else {}
+    inputs = KontextInputs(prompt="x", input_image=picture, num_inference_steps=4, **extra)
+    job, _ = at_native_size(plan(kontext.spec, inputs), 192, kontext.spec.size_multiple)
+    [image] = kontext.engine.generate(job, Tokens())
+    assert image.size == (job.width, job.height) == (192, 128)
+
+
 @pytest.mark.parametrize(
     "inputs, words",
     [
