@@ -233,6 +233,15 @@ SPECS: dict[str, ModelSpec] = {
             ),
             **{**_SCHNELL, **_MINI, "max_sequence_length": 32},
         ),
+        _flux(
+            "mini-flux-kontext",
+            weights="mini-flux-kontext",
+            description=(
+                'Mini FLUX Kontext fine-tuned on edits of flat shapes ("make the shape red", '
+                '"move the shape to the left"): real edits offline on a CPU.'
+            ),
+            **{**_KONTEXT, **_MINI, "max_sequence_length": 32},
+        ),
         _sdxl(
             "sdxl",
             weights="sdxl",

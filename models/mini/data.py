@@ -111,10 +111,12 @@ class Fit:
     clipping, a moving average of the weights (decay 0.999, less early on: what the
     transformer/UNet ship with) and progress logging."""
 
-    def __init__(self, model, *, steps: int, name: str, log, decay=0.01, clip=1.0, average=True):
+    def __init__(
+        self, model, *, steps: int, name: str, log, decay=0.01, clip=1.0, average=True, lr=1e-3
+    ):
         self.model, self.clip = model, clip
         self.average = copy.deepcopy(model).requires_grad_(False) if average else None
-        self.optimiser = torch.optim.AdamW(model.parameters(), lr=1e-3, weight_decay=decay)
+        self.optimiser = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=decay)
         self.schedule = lr_schedule(self.optimiser, steps)
         self.progress = Progress(name, steps, log)
         model.train()

@@ -252,4 +252,5 @@ BUILDERS: dict[str, Callable[[Path], Path]] = {
     "tiny-captioner": build_captioner,
     "mini-flux-schnell": copy_mini("flux-schnell"),
     "mini-sdxl": copy_mini("sdxl"),
+    "mini-flux-kontext": copy_mini("flux-kontext"),
 }

@@ -170,6 +170,7 @@ MANIFEST: dict[str, WeightsEntry] = {
         WeightsEntry("mid-flux-schnell", build="mid-flux"),
         WeightsEntry("mini-flux-schnell", build="mini-flux-schnell"),
         WeightsEntry("mini-sdxl", build="mini-sdxl"),
+        WeightsEntry("mini-flux-kontext", build="mini-flux-kontext"),
         WeightsEntry("tiny-sdxl", build="tiny-sdxl"),
         WeightsEntry(
             "tiny-sdxl-refiner", build="tiny-sdxl-refiner", borrowed=("vae", "text_encoder_2")
