@@ -69,8 +69,9 @@ def _shape(fill: float, top_heavy: float) -> str:
     # or square as much. The mini VAE rounds a triangle's corners (its round trip fills
     # 0.64-0.77 of the box at 128 px, near a circle's 0.84-0.88) but keeps it
     # bottom-heavy (0.43-0.60; circles and squares 0.91-1.06): tests/mini/test_mini.py.
-    # Circles drawn only 48-80 px high come out lopsided, down to 0.64 (the mini FLUX's
-    # held-out prompts); a blob filling as much of its box as a circle is not a triangle.
+    # Circles drawn only 48-80 px high come out lopsided, some down to 0.57 (the mini
+    # FLUX's held-out prompts); a blob filling as much of its box as a circle is not a
+    # triangle.
     if fill < 0.64 or (top_heavy < 0.62 and fill < 0.84):
         return "triangle"
     return "square" if fill > 0.9 else "circle"
