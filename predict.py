@@ -13,9 +13,11 @@ from typing import Optional
 from cog import BaseRunner, CancelationException, Input, Path, Secret
 
 import cog_fixes  # noqa: F401  (applied on import)
+from models.flux.control import ControlInputs
 from models.flux.fill import FillInputs
 from models.flux.kontext import KontextInputs
 from models.flux.plan import FluxInputs
+from models.flux.redux import ReduxInputs
 from models.log import to_stdout
 from models.sdxl.plan import SDXLInputs
 from models.serving import shutdown
@@ -171,6 +173,65 @@ class Inputs:
     civitai_api_token = Input(
         description="CivitAI API token for LoRAs that need a login to download. Never logged.",
         default=None,
+    )
+    control_preprocess = Input(
+        description=(
+            "Turn control_image into the map the model follows (Canny: white edges on black, "
+            "by kornia's Canny; Depth: a depth map, near bright, by Depth Anything). false: "
+            "control_image is such a map already (made by you), used as sent."
+        ),
+        default=True,
+    )
+    return_control_image = Input(
+        description=(
+            "Also return the control map the model followed, after the images (one more "
+            "file). It is made from your own picture, so the safety check skips it."
+        ),
+        default=False,
+    )
+    megapixels_control = Input(
+        description=(
+            "Size of the output. match_input, the default: the control image's own size, at "
+            "most 1440x1440. 1 or 0.25: scaled to about that many megapixels, keeping its "
+            "shape. Sides are rounded to multiples of 16."
+        ),
+        choices=["1", "0.25", "match_input"],
+        default="match_input",
+    )
+    redux_image = Input(
+        description=(
+            "The picture to make variations of. PNG, JPEG, WebP, GIF, BMP or TIFF, up to 64 "
+            "megapixels, rotated by its EXIF tag; Redux's image encoder sees it at 384x384."
+        )
+    )
+    redux_prompt = Input(
+        description=(
+            "Optional words that steer the variation, e.g. 'in winter, at night'. Empty: "
+            "variations of the picture alone."
+        ),
+        default="",
+    )
+    redux_strength = Input(
+        description=(
+            "How much the picture counts, 0-1: 1 (the default) is a plain Redux variation; "
+            "lower lets the prompt count more; 0 draws from the prompt alone."
+        ),
+        ge=0.0,
+        le=1.0,
+        default=1.0,
+    )
+    aspect_ratio_redux = Input(
+        description=(
+            "Shape of the output: 1:1 is 1024x1024, 16:9 is 1344x768, 9:16 is 768x1344 ... "
+            "(at 1 megapixel); the picture's shape does not carry over."
+        ),
+        choices=["1:1", "16:9", "21:9", "3:2", "2:3", "4:5", "5:4", "3:4", "4:3", "9:16", "9:21"],
+        default="1:1",
+    )
+    megapixels_redux = Input(
+        description="Approximate size of the output: 1 (e.g. 1024x1024) or 0.25 (512x512).",
+        choices=["1", "0.25"],
+        default="1",
     )
 
 
@@ -560,3 +621,176 @@ class FluxKontextPredictor(BaseRunner):
     ) -> Path:
         # One picture, as Replicate's FLUX Kontext models answer.
         return self.model.predict(_inputs(KontextInputs, locals()))[0]
+
+
+class FluxCannyPredictor(BaseRunner):
+    def setup(self) -> None:
+        self.model = _load(self, "flux-canny-dev")
+
+    def run(
+        self,
+        prompt: str = Inputs.prompt,
+        control_image: Path = Input(
+            description=(
+                "The picture whose edges the new one follows (or an edge map, with "
+                "control_preprocess=false). PNG, JPEG, WebP, GIF, BMP or TIFF, up to 64 "
+                "megapixels, rotated by its EXIF tag; scaled down to fit 1440x1440 and to "
+                "sides in multiples of 16 (see megapixels)."
+            )
+        ),
+        control_preprocess: bool = Inputs.control_preprocess,
+        return_control_image: bool = Inputs.return_control_image,
+        megapixels: str = Inputs.megapixels_control,
+        num_outputs: int = Inputs.num_outputs,
+        num_inference_steps: int = Input(
+            description="Denoising steps, 1-50. 28 is the default; 28-50 is the useful range.",
+            ge=1,
+            le=50,
+            default=28,
+        ),
+        guidance: float = Input(
+            description=(
+                "How closely to follow the prompt, 0-100. Canny is distilled for high "
+                "guidance: 30 is the default."
+            ),
+            ge=0,
+            le=100,
+            default=30,
+        ),
+        seed: Optional[int] = Inputs.seed,
+        output_format: str = Inputs.output_format,
+        output_quality: int = Inputs.output_quality,
+        disable_safety_checker: bool = Inputs.disable_safety_checker,
+        go_fast: bool = Inputs.go_fast,
+        lora_weights: Optional[str] = Inputs.lora_weights,
+        lora_scale: float = Inputs.lora_scale,
+        extra_lora: Optional[str] = Inputs.extra_lora,
+        extra_lora_scale: float = Inputs.extra_lora_scale,
+        hf_api_token: Optional[Secret] = Inputs.hf_api_token,
+        civitai_api_token: Optional[Secret] = Inputs.civitai_api_token,
+    ) -> list[Path]:
+        return self.model.predict(_inputs(ControlInputs, locals()))
+
+
+class FluxDepthPredictor(BaseRunner):
+    def setup(self) -> None:
+        self.model = _load(self, "flux-depth-dev")
+
+    def run(
+        self,
+        prompt: str = Inputs.prompt,
+        control_image: Path = Input(
+            description=(
+                "The picture whose depth the new one follows (or a depth map, near bright, "
+                "with control_preprocess=false). PNG, JPEG, WebP, GIF, BMP or TIFF, up to 64 "
+                "megapixels, rotated by its EXIF tag; scaled down to fit 1440x1440 and to "
+                "sides in multiples of 16 (see megapixels)."
+            )
+        ),
+        control_preprocess: bool = Inputs.control_preprocess,
+        return_control_image: bool = Inputs.return_control_image,
+        megapixels: str = Inputs.megapixels_control,
+        num_outputs: int = Inputs.num_outputs,
+        num_inference_steps: int = Input(
+            description="Denoising steps, 1-50. 28 is the default; 28-50 is the useful range.",
+            ge=1,
+            le=50,
+            default=28,
+        ),
+        guidance: float = Input(
+            description=(
+                "How closely to follow the prompt, 0-100. Depth is distilled for high "
+                "guidance: 10 is the default."
+            ),
+            ge=0,
+            le=100,
+            default=10,
+        ),
+        seed: Optional[int] = Inputs.seed,
+        output_format: str = Inputs.output_format,
+        output_quality: int = Inputs.output_quality,
+        disable_safety_checker: bool = Inputs.disable_safety_checker,
+        go_fast: bool = Inputs.go_fast,
+        lora_weights: Optional[str] = Inputs.lora_weights,
+        lora_scale: float = Inputs.lora_scale,
+        extra_lora: Optional[str] = Inputs.extra_lora,
+        extra_lora_scale: float = Inputs.extra_lora_scale,
+        hf_api_token: Optional[Secret] = Inputs.hf_api_token,
+        civitai_api_token: Optional[Secret] = Inputs.civitai_api_token,
+    ) -> list[Path]:
+        return self.model.predict(_inputs(ControlInputs, locals()))
+
+
+class FluxReduxSchnellPredictor(BaseRunner):
+    def setup(self) -> None:
+        self.model = _load(self, "flux-redux-schnell")
+
+    def run(
+        self,
+        redux_image: Path = Inputs.redux_image,
+        prompt: str = Inputs.redux_prompt,
+        redux_strength: float = Inputs.redux_strength,
+        aspect_ratio: str = Inputs.aspect_ratio_redux,
+        megapixels: str = Inputs.megapixels_redux,
+        num_outputs: int = Inputs.num_outputs,
+        num_inference_steps: int = Input(
+            description="Denoising steps, 1-4. schnell is distilled for 4; fewer is faster.",
+            ge=1,
+            le=4,
+            default=4,
+        ),
+        seed: Optional[int] = Inputs.seed,
+        output_format: str = Inputs.output_format,
+        output_quality: int = Inputs.output_quality,
+        disable_safety_checker: bool = Inputs.disable_safety_checker,
+        go_fast: bool = Inputs.go_fast,
+        lora_weights: Optional[str] = Inputs.lora_weights,
+        lora_scale: float = Inputs.lora_scale,
+        extra_lora: Optional[str] = Inputs.extra_lora,
+        extra_lora_scale: float = Inputs.extra_lora_scale,
+        hf_api_token: Optional[Secret] = Inputs.hf_api_token,
+        civitai_api_token: Optional[Secret] = Inputs.civitai_api_token,
+    ) -> list[Path]:
+        return self.model.predict(_inputs(ReduxInputs, locals()))
+
+
+class FluxReduxDevPredictor(BaseRunner):
+    def setup(self) -> None:
+        self.model = _load(self, "flux-redux-dev")
+
+    def run(
+        self,
+        redux_image: Path = Inputs.redux_image,
+        prompt: str = Inputs.redux_prompt,
+        redux_strength: float = Inputs.redux_strength,
+        aspect_ratio: str = Inputs.aspect_ratio_redux,
+        megapixels: str = Inputs.megapixels_redux,
+        num_outputs: int = Inputs.num_outputs,
+        num_inference_steps: int = Input(
+            description="Denoising steps, 1-50. 28 is the default; 20-50 is the useful range.",
+            ge=1,
+            le=50,
+            default=28,
+        ),
+        guidance: float = Input(
+            description=(
+                "How closely to follow the picture (and prompt), 0-10. 3 is the default; "
+                "2-3.5 looks most natural."
+            ),
+            ge=0,
+            le=10,
+            default=3,
+        ),
+        seed: Optional[int] = Inputs.seed,
+        output_format: str = Inputs.output_format,
+        output_quality: int = Inputs.output_quality,
+        disable_safety_checker: bool = Inputs.disable_safety_checker,
+        go_fast: bool = Inputs.go_fast,
+        lora_weights: Optional[str] = Inputs.lora_weights,
+        lora_scale: float = Inputs.lora_scale,
+        extra_lora: Optional[str] = Inputs.extra_lora,
+        extra_lora_scale: float = Inputs.extra_lora_scale,
+        hf_api_token: Optional[Secret] = Inputs.hf_api_token,
+        civitai_api_token: Optional[Secret] = Inputs.civitai_api_token,
+    ) -> list[Path]:
+        return self.model.predict(_inputs(ReduxInputs, locals()))

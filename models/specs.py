@@ -16,7 +16,8 @@ class ModelSpec:
     # Architecture family ("flux" or "sdxl"): which LoRAs fit, how training treats it.
     family: str
     # The inputs, plan() and engine a request goes through: a Family registered in
-    # models/serving/families.py ("flux", "flux-fill", "flux-kontext", "sdxl").
+    # models/serving/families.py ("flux", "flux-fill", "flux-kontext", "flux-control",
+    # "flux-redux", "sdxl").
     interface: str
     # Class in predict.py that serves this variant (cog.yaml's `run:`).
     predictor: str
@@ -58,6 +59,21 @@ class ModelSpec:
     # a larger request is denoised at the largest size of its aspect ratio within it,
     # then upscaled to the size asked for, and the log says so. None: no limit.
     max_native_side: int | None = None
+    # Control models (Canny, Depth): how a control image becomes the map the model follows
+    # when control_preprocess is on: "canny" (edges, by kornia) or "depth" (a depth map by
+    # the depth_estimator). None: not a control model.
+    control: str | None = None
+    # Manifest entry of the depth estimator Depth's preprocessing runs.
+    depth_estimator: str | None = None
+    # Manifest entry of Redux's image encoder and embedder, loaded on top of the base
+    # model's weights (which it shares: its prompt goes through the base's text encoders).
+    redux: str | None = None
+
+    @property
+    def extras(self) -> tuple[str, ...]:
+        """Manifest entries of the models loaded beside the pipeline (models/engine/extras.py)
+        that requests need: a depth estimator, Redux's image encoder."""
+        return tuple(e for e in (self.depth_estimator, self.redux) if e)
 
     @property
     def modes(self) -> tuple[str, ...]:
@@ -70,7 +86,7 @@ class ModelSpec:
     def weight_entries(self, *, safety: bool = True) -> tuple[str, ...]:
         """Every manifest entry this variant loads at setup."""
         refiner = (self.refiner,) if self.refiner else ()
-        return (self.weights, *refiner, *(self.safety if safety else ()))
+        return (self.weights, *refiner, *self.extras, *(self.safety if safety else ()))
 
 
 def _flux(name: str, **kw) -> ModelSpec:
@@ -158,6 +174,28 @@ _KONTEXT = dict(
     pipelines=(("edit", "FluxKontextPipeline"), ("edit-region", "FluxKontextInpaintPipeline")),
 )
 
+# FLUX.1 Canny [dev] and Depth [dev]: dev's architecture, the control map's latents beside
+# the noise's (128 input channels); sides in multiples of 16 as cog-flux gives them.
+_CONTROL = dict(
+    interface="flux-control",
+    default_steps=28,
+    max_steps=50,
+    max_guidance=100.0,
+    max_sequence_length=512,
+    pipelines=(("control", "FluxControlPipeline"),),
+)
+_CANNY = dict(_CONTROL, predictor="FluxCannyPredictor", guidance=30.0, control="canny")
+_DEPTH = dict(
+    _CONTROL,
+    predictor="FluxDepthPredictor",
+    guidance=10.0,
+    control="depth",
+    depth_estimator="depth-anything",
+)
+# FLUX.1 Redux: a picture's SigLIP features, through the redux embedder, join the prompt's
+# tokens; schnell or dev draw from them (the text-to-image pipeline, given embeddings).
+_REDUX = dict(interface="flux-redux", pipelines=(("redux", "FluxPipeline"),), redux="flux-redux")
+
 # Trained from scratch on a small synthetic world by script/train-mini (mini/, committed).
 _MINI = dict(_TINY, max_native_side=128)
 
@@ -193,6 +231,87 @@ SPECS: dict[str, ModelSpec] = {
                 "(non-commercial, gated)."
             ),
             **_KONTEXT,
+        ),
+        _flux(
+            "flux-canny-dev",
+            weights="flux-canny-dev",
+            description=(
+                "FLUX.1 Canny [dev]: a new picture following the edges of a control image "
+                "(non-commercial, gated)."
+            ),
+            **_CANNY,
+        ),
+        _flux(
+            "flux-depth-dev",
+            weights="flux-depth-dev",
+            description=(
+                "FLUX.1 Depth [dev]: a new picture following the depth map of a control image "
+                "(non-commercial, gated)."
+            ),
+            **_DEPTH,
+        ),
+        _flux(
+            "flux-redux-schnell",
+            weights="flux-schnell",
+            description=(
+                "FLUX.1 Redux on schnell: variations of a picture, optionally steered by a "
+                "prompt (Redux's encoder: non-commercial, gated)."
+            ),
+            **{**_SCHNELL, **_REDUX, "predictor": "FluxReduxSchnellPredictor"},
+        ),
+        _flux(
+            "flux-redux-dev",
+            weights="flux-dev",
+            description=(
+                "FLUX.1 Redux on dev: variations of a picture, optionally steered by a prompt "
+                "(non-commercial, gated)."
+            ),
+            **{**_DEV, **_REDUX, "predictor": "FluxReduxDevPredictor"},
+        ),
+        _flux(
+            "flux-krea-dev",
+            weights="flux-krea-dev",
+            description=(
+                "FLUX.1 Krea [dev]: dev fine-tuned by Krea for natural, less 'AI-looking' "
+                "photos; dev's inputs (non-commercial, gated)."
+            ),
+            **_DEV,
+        ),
+        _flux(
+            "tiny-flux-canny-dev",
+            weights="tiny-flux-control-dev",
+            description="Random tiny FLUX Canny with flux-canny-dev's inputs, for offline tests.",
+            **{**_CANNY, **_TINY},
+        ),
+        _flux(
+            "tiny-flux-depth-dev",
+            weights="tiny-flux-control-dev",
+            description="Random tiny FLUX Depth and depth estimator, flux-depth-dev's inputs.",
+            **{**_DEPTH, **_TINY, "depth_estimator": "tiny-depth-anything"},
+        ),
+        _flux(
+            "tiny-flux-redux-schnell",
+            weights="tiny-flux-schnell",
+            description="Random tiny FLUX schnell and Redux encoder, flux-redux-schnell's inputs.",
+            **{
+                **_SCHNELL,
+                **_REDUX,
+                **_TINY,
+                "predictor": "FluxReduxSchnellPredictor",
+                "redux": "tiny-flux-redux",
+            },
+        ),
+        _flux(
+            "tiny-flux-redux-dev",
+            weights="tiny-flux-dev",
+            description="Random tiny FLUX dev and Redux encoder, flux-redux-dev's inputs.",
+            **{
+                **_DEV,
+                **_REDUX,
+                **_TINY,
+                "predictor": "FluxReduxDevPredictor",
+                "redux": "tiny-flux-redux",
+            },
         ),
         _flux(
             "tiny-flux-fill-dev",

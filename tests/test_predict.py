@@ -99,11 +99,16 @@ def test_shared_choices_match_the_model_tables(cls_name):
         ratios = _enum(components, props["aspect_ratio"])
         assert ratios in (list(ASPECT_RATIOS), [MATCH_INPUT_IMAGE, *ASPECT_RATIOS])
     if "megapixels" in props:
-        assert _enum(components, props["megapixels"]) == [*MEGAPIXELS, MATCH_INPUT]
+        # Redux has no input size to match (cog-flux's Redux offers 1 and 0.25).
+        sizes = [*MEGAPIXELS] if "redux_image" in props else [*MEGAPIXELS, MATCH_INPUT]
+        assert _enum(components, props["megapixels"]) == sizes
     seed = props["seed"]
     assert seed["nullable"] and (seed["minimum"], seed["maximum"]) == (0, 2**32 - 1)
-    assert "seed" not in schema["required"] and "prompt" in schema["required"]
-    pictures = [name for name in ("image", "input_image", "mask") if name in props]
+    assert "seed" not in schema["required"]
+    # Every model needs a prompt but Redux, where it is an optional steer.
+    assert ("prompt" in schema["required"]) == ("redux_image" not in props)
+    names = ("image", "input_image", "mask", "control_image", "redux_image")
+    pictures = [name for name in names if name in props]
     for name in pictures:
         # A picture a model cannot do without is required; an optional one is nullable.
         required = name in schema["required"]

@@ -5,7 +5,8 @@ it, and generate(), which runs a job's stages in it.
 
 A family's engine says what is its own: the denoiser's name, what a LoRA may change, the
 diffusers arguments of each mode (call_args), and, where it has them, extra stages
-(SDXL's refiner), a scheduler per request and checks that need the loaded models.
+(SDXL's refiner), a scheduler per request, checks that need the loaded models, and model
+work a job needs before its steps (prepare: a control map, Redux's embeddings).
 """
 
 from __future__ import annotations
@@ -59,9 +60,12 @@ class Engine:
         fast: FastPlan | None = None,
         lora_target_rank: int = 0,
         on_step: Callable[[], None] = lambda: None,
+        extras: Mapping[str, Any] | None = None,
     ):
-        """`base` is the pipeline of the spec's first mode, holding every component."""
+        """`base` is the pipeline of the spec's first mode, holding every component;
+        `extras` what models/engine/extras.py loaded for the spec's `extras` entries."""
         self.spec, self.device, self.on_step = spec, device, on_step
+        self.extras = MappingProxyType(dict(extras or {}))
         self.eager = eager = getattr(base, self.denoiser)
         # from_pipe casts what it shares to its dtype argument (float32 unless given).
         self.dtype = eager.dtype
@@ -106,6 +110,12 @@ class Engine:
     def check(self, job: Job) -> None:
         """Refuse, before any step, a job whose inputs only the loaded models can judge."""
 
+    def prepare(self, job: Job) -> tuple[Job, dict]:
+        """Model work `job` needs before its steps, run inside its request (LoRAs active):
+        the job with its conditioning final, and diffusers arguments to add to every
+        stage's call_args (they win over them)."""
+        return job, {}
+
     def describe(self, job: Job) -> str:
         return f"Mode: {job.mode}, {job.width}x{job.height}, {job.steps} steps"
 
@@ -142,17 +152,19 @@ class Engine:
     def generate(
         self, job: Job, tokens: Tokens = Tokens(), *, warm_slots: bool = False
     ) -> list[Image.Image]:
-        """Run `job`: each stage's pipeline in turn, the next fed the last one's output."""
+        """Run `job`: each stage's pipeline in turn, the next fed the last one's output. The
+        generated pictures come first, then the conditioning pictures `job.returned` names."""
         log.info(self.describe(job))
         self.check(job)
         generator = seeded_generator(job.seed)
         progress = step_logger(self.on_step)
         with self.request(job, tokens, warm_slots=warm_slots) as pipes, torch.inference_mode():
+            job, extra = self.prepare(job)
             output = None
             for stage, pipe in enumerate(pipes):
-                args = self.call_args(job, generator, stage, output)
+                args = {**self.call_args(job, generator, stage, output), **extra}
                 output = pipe(**args, callback_on_step_end=progress).images
-            return output
+            return [*output, *(job.conditioning[name] for name in job.returned)]
 
     def _check_slots(self, slots, active, job: Job) -> None:
         for (name, _), request in zip(active, job.loras, strict=True):

@@ -3,12 +3,15 @@ in any of the spec's modes over them."""
 
 from __future__ import annotations
 
+import time
+from dataclasses import replace
 from pathlib import Path
 
 import torch
 
 from models.engine import loading
 from models.engine.base import Engine
+from models.flux.conditioning import canny_map, depth_map, redux_embeddings
 from models.log import log
 from models.request.job import Job
 from models.specs import ModelSpec
@@ -46,6 +49,9 @@ MODE_ARGS = {
     "edit-region": lambda job: dict(
         image=job.image, mask_image=job.mask, _auto_resize=False, max_area=job.width * job.height
     ),
+    "control": lambda job: dict(control_image=job.conditioning["control_image"]),
+    # The prompt's place is taken by embeddings of the prompt and the picture (prepare).
+    "redux": lambda job: {},
 }
 
 
@@ -54,6 +60,49 @@ class FluxEngine(Engine):
 
     denoiser = "transformer"
     lora_components = ("transformer", "text_encoder")
+
+    def __init__(self, spec: ModelSpec, base, device: str, **options):
+        super().__init__(spec, base, device, **options)
+        self.prior = None
+        if spec.redux:
+            # Redux's encoder and embedder with the base model's text encoders: one copy of
+            # them, and a LoRA active on them reaches the prompt's embeddings too.
+            from diffusers import FluxPriorReduxPipeline
+
+            loaded = self.extras[spec.redux]
+            self.prior = FluxPriorReduxPipeline(
+                image_encoder=loaded.image_encoder,
+                feature_extractor=loaded.feature_extractor,
+                image_embedder=loaded.image_embedder,
+                text_encoder=base.text_encoder,
+                tokenizer=base.tokenizer,
+                text_encoder_2=base.text_encoder_2,
+                tokenizer_2=base.tokenizer_2,
+            )
+
+    def prepare(self, job: Job) -> tuple[Job, dict]:
+        if job.mode == "control" and job.preprocess:
+            started = time.perf_counter()
+            picture = job.conditioning["control_image"]
+            if self.spec.control == "canny":
+                mapped = canny_map(picture, self.device)
+            else:
+                mapped = depth_map(picture, self.extras[self.spec.depth_estimator])
+            log.info(
+                f"Control image: {self.spec.control} map of the picture sent, "
+                f"{time.perf_counter() - started:.2f}s"
+            )
+            job = replace(job, conditioning={**job.conditioning, "control_image": mapped})
+        if job.mode == "redux":
+            base = self.pipes[self.spec.modes[0]]
+            return job, redux_embeddings(
+                self.prior,
+                base,
+                job,
+                max_sequence_length=self.spec.max_sequence_length,
+                dtype=self.dtype,
+            )
+        return job, {}
 
     def call_args(self, job: Job, generator: torch.Generator, stage: int = 0, previous=None):
         return dict(

@@ -1,5 +1,5 @@
 """FLUX.1 as the serving model sees it (models/engine/family.py): text to image (with
-image-to-image and inpainting), Fill and Kontext, on one engine."""
+image-to-image and inpainting), Fill, Kontext, Canny and Depth, and Redux, on one engine."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ from PIL import Image
 
 from models.engine import loading
 from models.engine.family import Family
-from models.flux import fill, kontext
+from models.flux import control, fill, kontext, redux
 from models.flux.engine import FluxEngine, load_components
 from models.flux.plan import FluxInputs, plan
 from models.settings import Settings
@@ -78,6 +78,39 @@ def _kontext_warm_up_inputs() -> list[kontext.KontextInputs]:
     ]
 
 
+def _control_warm_up_inputs() -> list[control.ControlInputs]:
+    """The control image as sent (its preprocessing is not compiled)."""
+    picture, _ = _warm_up_pictures()
+    return [
+        control.ControlInputs(
+            prompt="warm-up",
+            control_image=picture,
+            control_preprocess=False,
+            megapixels="0.25",
+            num_outputs=n,
+            num_inference_steps=1,
+            seed=0,
+            go_fast=True,
+        )
+        for n in (1, 2)
+    ]
+
+
+def _redux_warm_up_inputs() -> list[redux.ReduxInputs]:
+    picture, _ = _warm_up_pictures()
+    return [
+        redux.ReduxInputs(
+            redux_image=picture,
+            megapixels="0.25",
+            num_outputs=n,
+            num_inference_steps=1,
+            seed=0,
+            go_fast=True,
+        )
+        for n in (1, 2)
+    ]
+
+
 FLUX = Family(
     name="flux",
     inputs=FluxInputs,
@@ -101,4 +134,20 @@ FLUX_KONTEXT = Family(
     load_components=_load,
     engine=FluxEngine,
     warm_up_inputs=_kontext_warm_up_inputs,
+)
+FLUX_CONTROL = Family(
+    name="flux-control",
+    inputs=control.ControlInputs,
+    plan=control.plan,
+    load_components=_load,
+    engine=FluxEngine,
+    warm_up_inputs=_control_warm_up_inputs,
+)
+FLUX_REDUX = Family(
+    name="flux-redux",
+    inputs=redux.ReduxInputs,
+    plan=redux.plan,
+    load_components=_load,
+    engine=FluxEngine,
+    warm_up_inputs=_redux_warm_up_inputs,
 )

@@ -37,6 +37,10 @@ class Job:
     # Other pictures a mode is conditioned on, at the output size (a control image, a
     # reference image), by the name its pipeline argument has.
     conditioning: dict[str, Image.Image] = field(default_factory=dict)
+    # Conditioning pictures returned after the generated ones, as the engine used them (a
+    # control image after preprocessing). They are the user's own input, not checked for
+    # safety.
+    returned: tuple[str, ...] = ()
     loras: tuple[LoraRequest, ...] = ()
     go_fast: bool = False
 

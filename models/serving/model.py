@@ -11,7 +11,7 @@ from pathlib import Path
 
 from PIL import Image
 
-from models.engine.extras import load_safety
+from models.engine.extras import load_extras, load_safety
 from models.engine.fast import cache_path, load_compile_cache, plan_fast, save_compile_cache
 from models.engine.loading import pick_device
 from models.log import log
@@ -33,10 +33,12 @@ def finish(
     disable_safety_checker: bool,
     output_format: str,
     output_quality: int,
+    unchecked: int = 0,
 ) -> list[Path]:
     """Drop unsafe images (unless disabled) and write the rest as out-<i>.<ext>. Encoding
     runs while the safety check does; files of images found unsafe are deleted before
-    anything is returned."""
+    anything is returned. The last `unchecked` images (pictures made from the user's own
+    input: a control map) are written and kept without a check, once a generated one is."""
     checker = None if disable_safety_checker else safety
     if safety is None and not disable_safety_checker:
         log.info("Safety checker is not loaded in this deployment (SAFETY_CHECKER=0).")
@@ -44,13 +46,14 @@ def finish(
         return save_images(images, output_format=output_format, output_quality=output_quality)
     with ThreadPoolExecutor(max_workers=1) as pool:
         started = time.perf_counter()
-        verdict = pool.submit(filter_safe, images, checker)
+        generated = images[: len(images) - unchecked]
+        verdict = pool.submit(filter_safe, generated, checker)
         verdict.add_done_callback(
             lambda _: log.info(f"Safety check took {time.perf_counter() - started:.3f}s")
         )
         paths = save_images(images, output_format=output_format, output_quality=output_quality)
         try:
-            kept = verdict.result()
+            kept = [*verdict.result(), *range(len(generated), len(images))]
         except BaseException:  # no image is safe: nothing of this request stays on disk
             shutil.rmtree(paths[0].parent, ignore_errors=True)
             raise
@@ -68,9 +71,9 @@ class DiffusionModel:
     safety-checked and saved here.
     """
 
-    def __init__(self, spec: ModelSpec, settings: Settings, *, components=None):
-        """`components` replaces the family's load_components (benchmarks build random
-        full-size ones)."""
+    def __init__(self, spec: ModelSpec, settings: Settings, *, components=None, extras=None):
+        """`components` replaces the family's load_components and `extras` the models the
+        spec loads beside them (benchmarks build random full-size ones)."""
         started = time.perf_counter()
         self.spec, self.settings = spec, settings
         self.family = FAMILIES[spec.interface]
@@ -78,6 +81,8 @@ class DiffusionModel:
         device = pick_device(settings.device)
         if components is None:
             components = self.family.load_components(spec, settings, device)
+        if extras is None:
+            extras = load_extras(spec.extras, settings, device)
         self.engine = self.family.engine(
             spec,
             components,
@@ -87,6 +92,7 @@ class DiffusionModel:
             fast=plan_fast(settings.compile, settings.fp8, device),
             lora_target_rank=settings.lora_target_rank,
             on_step=shutdown.cancel_if_overdue,
+            extras=extras,
         )
         if self.engine.fast is not None and self.engine.fast_plan.compile:
             self.warm_up(
@@ -137,6 +143,7 @@ class DiffusionModel:
             disable_safety_checker=inputs.disable_safety_checker,
             output_format=inputs.output_format,
             output_quality=inputs.output_quality,
+            unchecked=len(job.returned),
         )
         self._last_outputs = paths[0].parent
         return paths

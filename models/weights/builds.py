@@ -45,18 +45,19 @@ def build_flux(
     guidance: bool,
     seed: int = 0,
     pipeline: str = "FluxPipeline",
-    fill: bool = False,
+    in_channels: int = 64,
 ) -> Path:
     """Write a diffusers FLUX pipeline folder (model_index.json + components) to dest, as
-    `pipeline` saves it (the class the real variant's folder names). `fill`: Fill's
-    transformer, which also reads the masked image and the mask."""
+    `pipeline` saves it (the class the real variant's folder names). `in_channels` beyond
+    the noise's 64: Fill's transformer also reads the masked image and the mask (384),
+    Canny's and Depth's the control map (128); all give out 64."""
     import diffusers
 
     torch.manual_seed(seed)
     tokenizer, tokenizer_2 = clip_tokenizer(), t5_tokenizer()
     t5 = t5_encoder(dims, len(tokenizer_2))
-    channels = dict(in_channels=384, out_channels=64) if fill else {}
-    transformer = flux_transformer(dims, guidance=guidance, **channels)
+    out = dict(in_channels=in_channels, out_channels=64) if in_channels != 64 else {}
+    transformer = flux_transformer(dims, guidance=guidance, **out)
     pipe = getattr(diffusers, pipeline)(
         scheduler=flux_scheduler(guidance),
         text_encoder=clip_text_model(len(tokenizer), projection=dims.pooled_dim),
@@ -67,6 +68,75 @@ def build_flux(
         transformer=transformer,
     )
     pipe.save_pretrained(dest)
+    return dest
+
+
+def build_flux_redux(dest: Path, dims: FluxDims = TINY_FLUX, *, seed: int = 0) -> Path:
+    """A FLUX.1-Redux-dev folder of tiny widths: a SigLIP vision model (28 px, 4 patches)
+    with its processor, and the redux embedder into `dims`' text width."""
+    from diffusers import FluxPriorReduxPipeline
+    from diffusers.pipelines.flux.modeling_flux import ReduxImageEncoder
+    from transformers import SiglipImageProcessor, SiglipVisionConfig, SiglipVisionModel
+
+    torch.manual_seed(seed)
+    width = 16
+    config = SiglipVisionConfig(
+        hidden_size=width,
+        intermediate_size=width * 2,
+        num_hidden_layers=1,
+        num_attention_heads=2,
+        image_size=28,
+        patch_size=14,
+    )
+    FluxPriorReduxPipeline(
+        image_encoder=SiglipVisionModel(config),
+        feature_extractor=SiglipImageProcessor(size={"height": 28, "width": 28}),
+        image_embedder=ReduxImageEncoder(redux_dim=width, txt_in_features=dims.text_dim),
+    ).save_pretrained(dest)
+    return dest
+
+
+def build_tiny_depth_anything(dest: Path, *, seed: int = 0) -> Path:
+    """A Depth Anything of tiny widths (a 4-layer DINOv2 at 56 px) and its processor, as
+    depth-anything-large-hf holds them (AutoModelForDepthEstimation loads both)."""
+    from transformers import (
+        DepthAnythingConfig,
+        DepthAnythingForDepthEstimation,
+        Dinov2Config,
+        DPTImageProcessorPil,
+    )
+
+    torch.manual_seed(seed)
+    stages = ["stage1", "stage2", "stage3", "stage4"]
+    backbone = Dinov2Config(
+        hidden_size=32,
+        num_hidden_layers=4,
+        num_attention_heads=2,
+        intermediate_size=64,
+        image_size=56,
+        patch_size=14,
+        out_features=stages,
+        out_indices=[1, 2, 3, 4],
+        reshape_hidden_states=False,
+    )
+    config = DepthAnythingConfig(
+        backbone_config=backbone,
+        neck_hidden_sizes=[8, 16, 32, 32],
+        fusion_hidden_size=16,
+        head_hidden_size=8,
+        reassemble_hidden_size=32,
+        patch_size=14,
+    )
+    dest = Path(dest)
+    DepthAnythingForDepthEstimation(config).eval().save_pretrained(dest)
+    DPTImageProcessorPil(
+        size={"height": 56, "width": 56},
+        keep_aspect_ratio=True,
+        ensure_multiple_of=14,
+        do_pad=False,
+        image_mean=[0.485, 0.456, 0.406],
+        image_std=[0.229, 0.224, 0.225],
+    ).save_pretrained(dest)
     return dest
 
 
@@ -239,8 +309,13 @@ BUILDERS: dict[str, Callable[[Path], Path]] = {
     "tiny-flux": lambda d: build_flux(d, TINY_FLUX, guidance=False),
     "tiny-flux-guidance": lambda d: build_flux(d, TINY_FLUX, guidance=True),
     "tiny-flux-fill": lambda d: build_flux(
-        d, TINY_FLUX, guidance=True, pipeline="FluxFillPipeline", fill=True
+        d, TINY_FLUX, guidance=True, pipeline="FluxFillPipeline", in_channels=384
     ),
+    "tiny-flux-control": lambda d: build_flux(
+        d, TINY_FLUX, guidance=True, pipeline="FluxControlPipeline", in_channels=128
+    ),
+    "tiny-flux-redux": build_flux_redux,
+    "tiny-depth-anything": build_tiny_depth_anything,
     "tiny-flux-kontext": lambda d: build_flux(
         d, TINY_FLUX, guidance=True, pipeline="FluxKontextPipeline"
     ),

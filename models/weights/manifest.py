@@ -99,6 +99,56 @@ MANIFEST: dict[str, WeightsEntry] = {
             licence="FLUX.1 [dev] Non-Commercial License",
         ),
         WeightsEntry(
+            "flux-canny-dev",
+            sources=(
+                Source(hf_repo="black-forest-labs/FLUX.1-Canny-dev", allow_patterns=DIFFUSERS_FILES),
+            ),
+            gated=True,
+            licence="FLUX.1 [dev] Non-Commercial License",
+        ),
+        WeightsEntry(
+            "flux-depth-dev",
+            sources=(
+                Source(hf_repo="black-forest-labs/FLUX.1-Depth-dev", allow_patterns=DIFFUSERS_FILES),
+            ),
+            gated=True,
+            licence="FLUX.1 [dev] Non-Commercial License",
+        ),
+        WeightsEntry(
+            "flux-krea-dev",
+            sources=(
+                Source(hf_repo="black-forest-labs/FLUX.1-Krea-dev", allow_patterns=DIFFUSERS_FILES),
+            ),
+            gated=True,
+            licence="FLUX.1 [dev] Non-Commercial License",
+        ),
+        # Redux's SigLIP image encoder, its processor and the redux embedder (about 1 GB);
+        # the BFL-format file at the repo's top level is left out (DIFFUSERS_FILES' patterns
+        # for weights look in folders only). The base model is a separate entry.
+        WeightsEntry(
+            "flux-redux",
+            sources=(
+                Source(hf_repo="black-forest-labs/FLUX.1-Redux-dev", allow_patterns=DIFFUSERS_FILES),
+            ),
+            gated=True,
+            loader="flux-redux",
+            licence="FLUX.1 [dev] Non-Commercial License",
+        ),
+        # The depth estimator BFL's reference code turns Depth [dev]'s control images into
+        # depth maps with (Depth Anything, large).
+        WeightsEntry(
+            "depth-anything",
+            sources=(
+                Source(
+                    hf_repo="LiheYoung/depth-anything-large-hf",
+                    allow_patterns=("*.json", "model.safetensors"),
+                ),
+            ),
+            marker="config.json",
+            loader="depth-estimator",
+            licence="Apache-2.0",
+        ),
+        WeightsEntry(
             "sdxl",
             sources=(
                 # Base 1.0 as cog-sdxl ships it.
@@ -167,6 +217,14 @@ MANIFEST: dict[str, WeightsEntry] = {
         WeightsEntry("tiny-flux-dev", build="tiny-flux-guidance"),
         WeightsEntry("tiny-flux-fill-dev", build="tiny-flux-fill"),
         WeightsEntry("tiny-flux-kontext-dev", build="tiny-flux-kontext"),
+        WeightsEntry("tiny-flux-control-dev", build="tiny-flux-control"),
+        WeightsEntry("tiny-flux-redux", build="tiny-flux-redux", loader="flux-redux"),
+        WeightsEntry(
+            "tiny-depth-anything",
+            build="tiny-depth-anything",
+            marker="config.json",
+            loader="depth-estimator",
+        ),
         WeightsEntry("mid-flux-schnell", build="mid-flux"),
         WeightsEntry("mini-flux-schnell", build="mini-flux-schnell"),
         WeightsEntry("mini-sdxl", build="mini-sdxl"),

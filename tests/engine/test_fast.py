@@ -108,7 +108,9 @@ def denoise(model, inputs) -> Job:
     job = model.plan(model.spec, inputs)
     engine = model.engine
     with engine.request(job, Tokens()) as (pipe,), torch.inference_mode():
-        pipe(**engine.call_args(job, seeded_generator(job.seed)), output_type="latent")
+        job, extra = engine.prepare(job)
+        args = {**engine.call_args(job, seeded_generator(job.seed)), **extra}
+        pipe(**args, output_type="latent")
     return job
 
 

@@ -1,6 +1,7 @@
-"""go_fast on the editing models, as on dev (tests/engine/test_fast.py): Fill and Kontext
-compiled on this CPU (COMPILE=on) with LoRA slots, warmed up at setup, then every size,
-mode and batch, and LoRAs swapped at several scales, without one new graph."""
+"""go_fast on the editing and control models, as on dev (tests/engine/test_fast.py): Fill,
+Kontext and Canny compiled on this CPU (COMPILE=on) with LoRA slots, warmed up at setup,
+then every size, mode and batch, and LoRAs swapped at several scales, without one new
+graph."""
 
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ import torch
 import torch._dynamo.utils as dynamo_utils
 from PIL import Image
 
+from models.flux.control import ControlInputs
 from models.flux.fill import FillInputs
 from models.flux.kontext import KontextInputs
 from models.request.sizes import ASPECT_RATIOS
@@ -21,7 +23,7 @@ from tests.conftest import fast_settings, write_image
 from tests.engine.test_fast import denoise
 from tools.fixtures.loras import flux_lora
 
-pytestmark = pytest.mark.slow  # compiles two models
+pytestmark = pytest.mark.slow  # compiles three models
 
 
 def half_mask(path, size):
@@ -93,6 +95,26 @@ def test_kontext_compiles_once_for_every_shape_region_edit_and_lora(settings, tm
     jobs = no_new_graph(model, requests, caplog)
     assert {j.mode for j in jobs} == {"edit", "edit-region"}
     assert len({(j.width, j.height) for j in jobs}) >= 4 and any(j.loras for j in jobs)
+
+
+def test_canny_compiles_once_for_every_size_batch_map_and_lora(settings, tmp_path, caplog):
+    model = DiffusionModel(
+        get_spec("tiny-flux-canny-dev"), fast_settings(settings, tmp_path, compile="on")
+    )
+    made = loras(model, tmp_path)
+    requests = []
+    for i, size in enumerate([(320, 256), (600, 440), (256, 640)]):
+        picture = write_image(tmp_path / f"in{i}.png", size=size)
+        for j, extra in enumerate(
+            [dict(), dict(megapixels="0.25", control_preprocess=False), dict(num_outputs=3)]
+        ):
+            lora = dict(lora_weights=made[(i + j) % 3], lora_scale=0.5 * j - 0.5) if j != 1 else {}
+            requests.append(ControlInputs(prompt="x", control_image=picture, num_inference_steps=1,
+                                          seed=i, go_fast=True, **extra, **lora))  # fmt: skip
+    jobs = no_new_graph(model, requests, caplog)
+    assert len({(j.width, j.height) for j in jobs}) >= 6
+    assert {j.preprocess for j in jobs} == {True, False} and any(j.loras for j in jobs)
+    assert caplog.text.count("Control image: canny map") == 6
 
 
 def test_the_compiled_fill_draws_what_the_eager_one_does(settings, tmp_path):

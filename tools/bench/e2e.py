@@ -81,7 +81,8 @@ def bench_bare(model: str, inputs: dict, runs: int) -> dict:
 
     def call():
         with torch.inference_mode():
-            pipe(**engine.call_args(job, seeded_generator(job.seed)))
+            prepared, extra = engine.prepare(job)  # a control map, Redux's embeddings
+            pipe(**{**engine.call_args(prepared, seeded_generator(job.seed)), **extra})
 
     call()  # warm-up
     return {
