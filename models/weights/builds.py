@@ -20,13 +20,17 @@ from models.settings import REPO_ROOT
 from models.weights.parts import (
     CHARS,
     MID_FLUX,
+    TINY_DEPTH_ANYTHING,
     TINY_FLUX,
+    TINY_SIGLIP,
     FluxDims,
     clip_text_model,
     clip_tokenizer,
+    depth_anything,
     flux_scheduler,
     flux_transformer,
     flux_vae,
+    redux_prior,
     sdxl_scheduler,
     sdxl_unet,
     sdxl_vae,
@@ -72,72 +76,21 @@ def build_flux(
 
 
 def build_flux_redux(dest: Path, dims: FluxDims = TINY_FLUX, *, seed: int = 0) -> Path:
-    """A FLUX.1-Redux-dev folder of tiny widths: a SigLIP vision model (28 px, 4 patches)
-    with its processor, and the redux embedder into `dims`' text width."""
-    from diffusers import FluxPriorReduxPipeline
-    from diffusers.pipelines.flux.modeling_flux import ReduxImageEncoder
-    from transformers import SiglipImageProcessor, SiglipVisionConfig, SiglipVisionModel
-
+    """A FLUX.1-Redux-dev folder of tiny widths: a SigLIP vision model with its processor,
+    and the redux embedder into `dims`' text width."""
     torch.manual_seed(seed)
-    width = 16
-    config = SiglipVisionConfig(
-        hidden_size=width,
-        intermediate_size=width * 2,
-        num_hidden_layers=1,
-        num_attention_heads=2,
-        image_size=28,
-        patch_size=14,
-    )
-    FluxPriorReduxPipeline(
-        image_encoder=SiglipVisionModel(config),
-        feature_extractor=SiglipImageProcessor(size={"height": 28, "width": 28}),
-        image_embedder=ReduxImageEncoder(redux_dim=width, txt_in_features=dims.text_dim),
-    ).save_pretrained(dest)
+    redux_prior(TINY_SIGLIP, dims.text_dim).save_pretrained(dest)
     return dest
 
 
 def build_tiny_depth_anything(dest: Path, *, seed: int = 0) -> Path:
-    """A Depth Anything of tiny widths (a 4-layer DINOv2 at 56 px) and its processor, as
-    depth-anything-large-hf holds them (AutoModelForDepthEstimation loads both)."""
-    from transformers import (
-        DepthAnythingConfig,
-        DepthAnythingForDepthEstimation,
-        Dinov2Config,
-        DPTImageProcessorPil,
-    )
-
+    """A Depth Anything of tiny widths and its processor, as depth-anything-large-hf holds
+    them (AutoModelForDepthEstimation and AutoImageProcessor load both)."""
     torch.manual_seed(seed)
-    stages = ["stage1", "stage2", "stage3", "stage4"]
-    backbone = Dinov2Config(
-        hidden_size=32,
-        num_hidden_layers=4,
-        num_attention_heads=2,
-        intermediate_size=64,
-        image_size=56,
-        patch_size=14,
-        out_features=stages,
-        out_indices=[1, 2, 3, 4],
-        reshape_hidden_states=False,
-    )
-    config = DepthAnythingConfig(
-        backbone_config=backbone,
-        neck_hidden_sizes=[8, 16, 32, 32],
-        fusion_hidden_size=16,
-        head_hidden_size=8,
-        reassemble_hidden_size=32,
-        patch_size=14,
-    )
-    dest = Path(dest)
-    DepthAnythingForDepthEstimation(config).eval().save_pretrained(dest)
-    DPTImageProcessorPil(
-        size={"height": 56, "width": 56},
-        keep_aspect_ratio=True,
-        ensure_multiple_of=14,
-        do_pad=False,
-        image_mean=[0.485, 0.456, 0.406],
-        image_std=[0.229, 0.224, 0.225],
-    ).save_pretrained(dest)
-    return dest
+    model, processor = depth_anything(TINY_DEPTH_ANYTHING)
+    model.save_pretrained(dest)
+    processor.save_pretrained(dest)
+    return Path(dest)
 
 
 def build_sdxl(dest: Path, *, seed: int = 0) -> Path:

@@ -218,3 +218,85 @@ def sdxl_vae():
         vae.quant_conv.weight[4:].zero_()
         vae.quant_conv.bias[4:].fill_(-20.0)
     return vae
+
+
+# Redux's image encoder at tiny widths (28 px, 4 patches); FLUX.1-Redux-dev's is SigLIP
+# so400m (tools/bench/full.py).
+TINY_SIGLIP = dict(
+    hidden_size=16,
+    intermediate_size=32,
+    num_hidden_layers=1,
+    num_attention_heads=2,
+    image_size=28,
+    patch_size=14,
+)
+
+
+def redux_prior(siglip: dict, text_dim: int):
+    """FLUX.1 Redux's parts as diffusers holds them (FluxPriorReduxPipeline, no text
+    encoders): a SigLIP vision model of `siglip`'s sizes, its processor, and the redux
+    embedder into the T5 width `text_dim`."""
+    from diffusers import FluxPriorReduxPipeline
+    from diffusers.pipelines.flux.modeling_flux import ReduxImageEncoder
+    from transformers import SiglipImageProcessor, SiglipVisionConfig, SiglipVisionModel
+
+    side = siglip["image_size"]
+    return FluxPriorReduxPipeline(
+        image_encoder=SiglipVisionModel(SiglipVisionConfig(**siglip)),
+        feature_extractor=SiglipImageProcessor(size={"height": side, "width": side}),
+        image_embedder=ReduxImageEncoder(redux_dim=siglip["hidden_size"], txt_in_features=text_dim),
+    )
+
+
+# Depth Anything at tiny widths: a 4-layer DINOv2 at 56 px. depth-anything-large-hf's
+# sizes are in tools/bench/full.py.
+TINY_DEPTH_ANYTHING = dict(
+    backbone=dict(
+        hidden_size=32,
+        num_hidden_layers=4,
+        num_attention_heads=2,
+        intermediate_size=64,
+        image_size=56,
+        out_indices=[1, 2, 3, 4],
+    ),
+    neck_hidden_sizes=[8, 16, 32, 32],
+    fusion_hidden_size=16,
+    head_hidden_size=8,
+)
+
+
+def depth_anything(dims: dict) -> tuple:
+    """A Depth Anything model of `dims`' sizes and its image processor (DPT's, keeping the
+    aspect ratio, sides in multiples of the 14 px patches), as AutoModelForDepthEstimation
+    and AutoImageProcessor load them."""
+    from transformers import (
+        DepthAnythingConfig,
+        DepthAnythingForDepthEstimation,
+        Dinov2Config,
+        DPTImageProcessorPil,
+    )
+
+    backbone = dims["backbone"]
+    config = DepthAnythingConfig(
+        backbone_config=Dinov2Config(
+            **backbone,
+            patch_size=14,
+            out_features=[f"stage{i}" for i in backbone["out_indices"]],
+            reshape_hidden_states=False,
+        ),
+        neck_hidden_sizes=dims["neck_hidden_sizes"],
+        fusion_hidden_size=dims["fusion_hidden_size"],
+        head_hidden_size=dims["head_hidden_size"],
+        reassemble_hidden_size=backbone["hidden_size"],
+        patch_size=14,
+    )
+    side = backbone["image_size"]
+    processor = DPTImageProcessorPil(
+        size={"height": side, "width": side},
+        keep_aspect_ratio=True,
+        ensure_multiple_of=14,
+        do_pad=False,
+        image_mean=[0.485, 0.456, 0.406],
+        image_std=[0.229, 0.224, 0.225],
+    )
+    return DepthAnythingForDepthEstimation(config).eval(), processor

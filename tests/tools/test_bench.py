@@ -90,7 +90,10 @@ def test_stage_shares_cover_every_stage_of_a_request():
     assert sum(result[f"{s}_share"] for s in sequential) <= 1.0
 
 
-@pytest.mark.parametrize("model", ["flux-dev", "flux-fill-dev", "flux-kontext-dev", "sdxl"])
+@pytest.mark.parametrize(
+    "model",
+    ["flux-dev", "flux-fill-dev", "flux-kontext-dev", "flux-depth-dev", "flux-redux-dev", "sdxl"],
+)
 def test_full_size_bench_runs_its_real_architectures_code_at_toy_size(model):
     # The same builders and timing loop as --full-size on a GPU, with SMOKE dims on a CPU.
     from models.specs import get_spec

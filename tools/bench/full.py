@@ -1,6 +1,7 @@
-"""`script/bench --full-size`: the real FLUX.1 (with Fill's and Kontext's) and SDXL
-architectures with random weights (no download), built on the GPU, timed at 1024x1024 the
-way the predictors run them: eager, compiled, and compiled with fp8, with peak GPU memory.
+"""`script/bench --full-size`: the real FLUX.1 (with Fill's, Kontext's, Canny's, Depth's and
+Redux's: Depth Anything large and SigLIP so400m beside them) and SDXL architectures with
+random weights (no download), built on the GPU, timed at 1024x1024 the way the predictors
+run them: eager, compiled, and compiled with fp8, with peak GPU memory.
 
 Random weights draw noise but cost exactly what trained ones do. Text encoders, VAE and
 transformer/UNet have their published sizes; tokenizers are the tiny local ones (the text
@@ -24,7 +25,16 @@ from models.serving.families import FAMILIES
 from models.serving.model import DiffusionModel
 from models.settings import load_settings
 from models.specs import get_spec
-from models.weights.parts import clip_tokenizer, flux_scheduler, sdxl_scheduler, t5_tokenizer
+from models.weights.parts import (
+    TINY_DEPTH_ANYTHING,
+    TINY_SIGLIP,
+    clip_tokenizer,
+    depth_anything,
+    flux_scheduler,
+    redux_prior,
+    sdxl_scheduler,
+    t5_tokenizer,
+)
 from tools.bench.inputs import picture_inputs, size_inputs
 
 CLIP_L = dict(
@@ -90,7 +100,32 @@ SDXL_VAE = dict(
     norm_num_groups=32,
     scaling_factor=0.13025,
 )
+# FLUX.1-Redux-dev's image encoder (SigLIP so400m at 384 px: 729 tokens).
+SIGLIP_SO400M = dict(
+    hidden_size=1152,
+    intermediate_size=4304,
+    num_hidden_layers=27,
+    num_attention_heads=16,
+    image_size=384,
+    patch_size=14,
+)
+# depth-anything-large-hf (a DINOv2 ViT-L backbone at 518 px).
+DEPTH_ANYTHING_LARGE = dict(
+    backbone=dict(
+        hidden_size=1024,
+        num_hidden_layers=24,
+        num_attention_heads=16,
+        intermediate_size=4096,
+        image_size=518,
+        out_indices=[5, 12, 18, 24],
+    ),
+    neck_hidden_sizes=[256, 512, 1024, 1024],
+    fusion_hidden_size=256,
+    head_hidden_size=32,
+)
 FULL = {
+    "siglip": SIGLIP_SO400M,
+    "depth_anything": DEPTH_ANYTHING_LARGE,
     "clip_l": CLIP_L,
     "clip_g": CLIP_G,
     "t5": T5_XXL,
@@ -109,6 +144,8 @@ _SMALL_CLIP = dict(
     vocab_size=1000,
 )
 SMOKE = {
+    "siglip": TINY_SIGLIP,
+    "depth_anything": TINY_DEPTH_ANYTHING,
     "clip_l": _SMALL_CLIP,
     "clip_g": _SMALL_CLIP,
     "t5": dict(
@@ -160,14 +197,15 @@ def _clip(dims: dict, *, projection: bool):
 
 def flux_components(dims: dict, *, guidance: bool, pipeline: str = "FluxPipeline"):
     """FLUX's components as `pipeline` holds them; Fill's transformer also reads the
-    masked picture and the mask (384 input channels)."""
+    masked picture and the mask (384 input channels), Canny's and Depth's the control map
+    (128)."""
     import diffusers
     from diffusers import AutoencoderKL, FluxTransformer2DModel
     from transformers import T5Config, T5EncoderModel
 
     channels = dict(in_channels=64)
-    if pipeline == "FluxFillPipeline":
-        channels = dict(in_channels=384, out_channels=64)
+    if pipeline in ("FluxFillPipeline", "FluxControlPipeline"):
+        channels = dict(in_channels=384 if "Fill" in pipeline else 128, out_channels=64)
     return getattr(diffusers, pipeline)(
         scheduler=flux_scheduler(guidance),
         text_encoder=_clip(dims["clip_l"], projection=False),
@@ -217,16 +255,25 @@ def sdxl_components(dims: dict):
 
 
 def build(model_name: str, dims: dict, device: str, dtype: torch.dtype):
-    """Random components of `model_name`'s architecture, made directly on `device`."""
+    """Random components of `model_name`'s architecture, and of the models it loads beside
+    them (ModelSpec.extras: {entry: model} as models/engine/extras.py gives them), made
+    directly on `device`."""
     spec = get_spec(model_name)
     previous = torch.get_default_dtype()
     torch.set_default_dtype(dtype)
     try:
         with torch.device(device):
+            extras = {}
+            if spec.depth_estimator:
+                extras[spec.depth_estimator] = depth_anything(dims["depth_anything"])
+            if spec.redux:
+                text_dim = dims["t5"]["d_model"]
+                extras[spec.redux] = redux_prior(dims["siglip"], text_dim)
             if spec.family == "flux":
                 guidance = spec.guidance is not None
-                return flux_components(dims, guidance=guidance, pipeline=spec.pipelines[0][1])
-            return sdxl_components(dims)
+                pipeline = spec.pipelines[0][1]
+                return flux_components(dims, guidance=guidance, pipeline=pipeline), extras
+            return sdxl_components(dims), extras
     finally:
         torch.set_default_dtype(previous)
 
@@ -252,7 +299,7 @@ def bench_full(
     device = "cuda" if torch.cuda.is_available() else "cpu"
     dtype = getattr(torch, spec.dtype) if device == "cuda" else torch.float32
     started = time.perf_counter()
-    components = build(model_name, dims, device, dtype)
+    components, extras = build(model_name, dims, device, dtype)
     result = {
         "model": model_name,
         "device": torch.cuda.get_device_name() if device == "cuda" else "cpu",
@@ -270,7 +317,7 @@ def bench_full(
         )
         if device == "cuda":
             torch.cuda.reset_peak_memory_stats()
-        model = DiffusionModel(spec, settings, components=components)
+        model = DiffusionModel(spec, settings, components=components, extras=extras)
         request = family.inputs(
             prompt="a cat in a hat", seed=1, num_inference_steps=steps, go_fast=go_fast, **sizes
         )

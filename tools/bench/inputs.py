@@ -1,6 +1,6 @@
 """The requests benchmarks send, in each interface's own inputs: one place that knows FLUX
 takes aspect_ratio and megapixels where SDXL takes width and height, Fill a picture and
-a mask, Kontext a picture to edit."""
+a mask, Kontext a picture to edit, Canny and Depth a control image, Redux a picture."""
 
 from __future__ import annotations
 
@@ -20,7 +20,7 @@ def size_inputs(interface: str, aspect_ratio: str = "1:1", megapixels: str = "1"
     if interface == "sdxl":
         width, height = size_for_aspect_ratio(aspect_ratio, megapixels)
         return {"width": width, "height": height}
-    if interface == "flux-fill":
+    if interface in ("flux-fill", "flux-control"):
         return {"megapixels": megapixels}
     if interface == "flux-kontext":
         return {"aspect_ratio": aspect_ratio}
@@ -29,15 +29,18 @@ def size_inputs(interface: str, aspect_ratio: str = "1:1", megapixels: str = "1"
 
 def picture_inputs(interface: str, aspect_ratio: str = "1:1", megapixels: str = "1") -> dict:
     """The pictures an editing interface needs, at the table's size: Fill's picture and a
-    mask of its right half, Kontext's picture to edit. {} for the others."""
-    if interface not in ("flux-fill", "flux-kontext"):
+    mask of its right half, Kontext's picture to edit, Canny's and Depth's control image
+    (preprocessed, as by default), Redux's picture. {} for the others."""
+    names = {"flux-kontext": "input_image", "flux-control": "control_image",
+             "flux-redux": "redux_image"}  # fmt: skip
+    if interface not in ("flux-fill", *names):
         return {}
     folder = Path(tempfile.mkdtemp(prefix="bench-pictures-"))
     size = size_for_aspect_ratio(aspect_ratio, megapixels)
     picture = folder / "picture.png"
     Image.linear_gradient("L").resize(size).convert("RGB").save(picture)
-    if interface == "flux-kontext":
-        return {"input_image": picture}
+    if interface in names:
+        return {names[interface]: picture}
     mask = Image.new("L", size, 0)
     mask.paste(255, (size[0] // 2, 0, size[0], size[1]))
     mask.save(folder / "mask.png")
