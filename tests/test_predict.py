@@ -158,3 +158,10 @@ def test_schema_is_byte_for_byte_the_committed_one(cls_name, tmp_path):
     written = write_schema(f"predict.py:{cls_name}", REPO_ROOT, into=tmp_path, train_ref=TRAIN_REF)
     committed = REPO_ROOT / "tests" / "schemas" / f"{cls_name}.json"
     assert written.read_bytes() == committed.read_bytes()
+
+
+def test_the_readmes_variant_table_lists_every_variant_with_its_class():
+    rows = re.findall(
+        r"^\| `([a-z0-9-]+)` \| `(\w+)` \|", (REPO_ROOT / "README.md").read_text(), re.M
+    )
+    assert dict(rows) == {name: spec.predictor for name, spec in SPECS.items()}
