@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from models.errors import InputError, check_range
+from models.log import log
 from models.loras.inputs import LoraInputs
 from models.request import checks
 from models.request.imaging import load_image
@@ -56,6 +57,10 @@ def plan(spec: ModelSpec, inputs: ReduxInputs) -> ReduxJob:
             "redux_image (a prompt, optional, steers the variation)."
         )
     picture = load_image(inputs.redux_image, input_name="redux_image")
+    log.info(
+        f"Output size {width}x{height} (aspect_ratio={inputs.aspect_ratio}, megapixels="
+        f"{inputs.megapixels}); the {picture.width}x{picture.height} picture is seen whole"
+    )
     return ReduxJob(
         mode=checks.mode(spec, "redux"),
         prompt=inputs.prompt,

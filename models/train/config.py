@@ -100,11 +100,16 @@ def input_defaults() -> dict:
     return {f.name: f.default for f in fields(TrainInputs) if f.name != "input_images"}
 
 
+# Interfaces whose LoRAs are trained on dev (they share its layers): what each is called.
+_NOT_TRAINED = {"flux-fill": "Fill", "flux-control": "Canny and Depth", "flux-redux": "Redux"}
+
+
 def plan(spec: ModelSpec, inputs: TrainInputs) -> TrainConfig:
-    if spec.interface == "flux-fill":
+    if spec.interface in _NOT_TRAINED:
         raise InputError(
-            f"{spec.name}: LoRA training for FLUX Fill is not offered. Train on flux-dev: "
-            "Fill has dev's layers, and a dev LoRA loads into it with lora_weights."
+            f"{spec.name}: LoRA training for FLUX {_NOT_TRAINED[spec.interface]} is not "
+            "offered. Train on flux-dev: it has dev's layers, and a dev LoRA loads into it "
+            "with lora_weights."
         )
     check_range("steps", inputs.steps, 1, 100_000)
     check_range("lora_rank", inputs.lora_rank, 1, 256)

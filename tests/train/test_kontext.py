@@ -106,6 +106,9 @@ def test_the_kontext_objective_puts_the_start_latents_after_the_noisy_ones(setti
     assert (hidden[:, 16:] == 1).all()
 
 
-def test_fill_lora_training_is_refused_naming_the_fix():
+@pytest.mark.parametrize(
+    "name", ["tiny-flux-fill-dev", "tiny-flux-canny-dev", "tiny-flux-depth-dev", "flux-redux-dev"]
+)
+def test_lora_training_of_dev_derived_models_is_refused_naming_the_fix(name):
     with pytest.raises(InputError, match="Train on flux-dev"):
-        plan(get_spec("tiny-flux-fill-dev"), TrainInputs(input_images=__file__))
+        plan(get_spec(name), TrainInputs(input_images=__file__))
