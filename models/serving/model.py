@@ -22,6 +22,7 @@ from models.request.outputs import save_images
 from models.request.safety import SafetyChecker, filter_safe
 from models.serving import shutdown
 from models.serving.families import FAMILIES
+from models.serving.memory import release_freed_memory
 from models.settings import Settings
 from models.specs import ModelSpec
 
@@ -125,6 +126,12 @@ class DiffusionModel:
         save_compile_cache(cache)
 
     def predict(self, inputs) -> list[Path]:
+        try:
+            return self._predict(inputs)
+        finally:
+            release_freed_memory()
+
+    def _predict(self, inputs) -> list[Path]:
         # One request at a time: by the next one, the server has sent the last one's files,
         # and a long-running server would otherwise fill its disk with them.
         if self._last_outputs is not None:

@@ -64,14 +64,21 @@ def main(argv: list[str] | None = None) -> None:
         "--soak",
         type=int,
         metavar="N",
-        help="instead: N varied requests through one server, printing RSS and disk growth",
+        help="instead: N varied requests through one server, in a random order, printing "
+        "RSS (the curve) and disk growth",
+    )
+    parser.add_argument(
+        "--soak-heaviest-first",
+        action="store_true",
+        help="the soak's first three requests are the heaviest of each mode",
     )
     args = parser.parse_args(argv)
     if args.soak:
         from tools.bench.soak import soak
 
         for model in args.models or ["tiny-flux-schnell"]:
-            print(json.dumps(soak(model, args.soak)), flush=True)
+            result = soak(model, args.soak, heaviest_first=args.soak_heaviest_first)
+            print(json.dumps(result), flush=True)
         return
     default = MINI_MODELS if args.quality else ["tiny-flux-schnell", "mid-flux-schnell"]
     for model in args.models or default:

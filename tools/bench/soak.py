@@ -3,15 +3,18 @@ or disk grows (figures printed, never asserted as timings).
 
 Requests mix modes (txt2img, img2img, inpainting), sizes, batch sizes, output formats,
 seeds, LoRAs (random tiny ones, one or two at a time), and failures: inputs that fail in
-the worker and inputs the schema refuses (422). RSS of coglet (the server) and of its
-worker are sampled every `every` requests; the disk used by the worker's temporary files
-(inputs, outputs) is measured at the start and the end.
+the worker and inputs the schema refuses (422), in a random order (seeded: a run
+repeats), so the heaviest combinations turn up whenever they happen to. RSS of coglet
+(the server) and of its worker are sampled every `every` requests (the curve); the disk
+used by the worker's temporary files (inputs, outputs) is measured at the start and the
+end.
 """
 
 from __future__ import annotations
 
 import base64
 import io
+import random
 import sys
 import tempfile
 from collections import Counter
@@ -58,34 +61,37 @@ def make_loras(model: str, folder: Path) -> list[str]:
     return [str(build(pipe, folder / f"soak-{i}.safetensors", seed=i)) for i in range(2)]
 
 
-WARM_UP_HEAVY = 3
-
-
-def request(family: str, i: int, loras: list[str], photo: str, mask: str) -> dict:
-    """The i-th request of a soak: every mix recurs with its own period. The first
-    WARM_UP_HEAVY are the heaviest of each mode (4 outputs, two LoRAs, largest size), so
-    that memory measured after the warm-up has seen every peak."""
-    heavy = i < WARM_UP_HEAVY
+def request(
+    family: str, i: int, loras: list[str], photo: str, mask: str, *, heavy: bool = False
+) -> dict:
+    """The i-th request of a soak, drawn at random (seeded by i, so a run repeats): 1-4
+    outputs, a format, an aspect ratio; one request in five img2img and one in ten
+    inpainting; LoRAs (one in six one, one in twelve two); one in ten fails in the worker
+    (a mask without image) and one in thirteen is refused by the schema (422). `heavy`:
+    the heaviest of its mode instead (4 outputs, two LoRAs)."""
+    rng = random.Random(i)
     inputs: dict = {
         "prompt": f"soak request {i}",
         "seed": i,
-        "num_outputs": 4 if heavy else 1 + i % 4,
-        "output_format": FORMATS[i % 3],
+        "num_outputs": 4 if heavy else rng.randint(1, 4),
+        "output_format": rng.choice(FORMATS),
         "num_inference_steps": 2,
     }
-    inputs |= size_inputs(family, RATIOS[i % len(RATIOS)], "0.25")
-    mode = ("txt2img", "img2img", "inpaint")[i] if heavy else None
-    if mode == "img2img" or (not heavy and i % 5 == 4):
+    inputs |= size_inputs(family, rng.choice(RATIOS), "0.25")
+    # heavy: txt2img, img2img, inpainting for i = 0, 1, 2.
+    mode = (0.5, 0.1, 0.25)[i % 3] if heavy else rng.random()
+    if mode < 0.2:
         inputs |= {"image": photo, "prompt_strength": 0.7}
-    if mode == "inpaint" or (not heavy and i % 7 == 6):
+    elif mode < 0.3:
         inputs |= {"image": photo, "mask": mask, "prompt_strength": 0.9}
-    if not heavy and i % 6 == 1:
-        inputs |= {"lora_weights": loras[0], "lora_scale": 0.5 + (i % 3) / 2}
-    if heavy or i % 12 == 7:
+    chance = rng.random()
+    if heavy or chance < 1 / 12:
         inputs |= {"lora_weights": loras[1], "extra_lora": loras[0], "extra_lora_scale": 0.8}
-    if not heavy and i % 10 == 3:
+    elif chance < 1 / 12 + 1 / 6:
+        inputs |= {"lora_weights": loras[0], "lora_scale": rng.choice((0.5, 1.0, 1.5))}
+    if not heavy and rng.random() < 0.1:
         inputs = {k: v for k, v in inputs.items() if k != "image"} | {"mask": mask}  # fails
-    if not heavy and i % 13 == 9:
+    if not heavy and rng.random() < 1 / 13:
         inputs["num_outputs"] = 9  # refused by the schema: 422
     return inputs
 
@@ -119,12 +125,14 @@ def disk_mib(folder: Path) -> float:
     return round(total / 2**20, 2)
 
 
-def soak(model: str, n: int, *, every: int = 10, warm_up: int = 50) -> dict:
+def soak(model: str, n: int, *, every: int = 10, heaviest_first: bool = False) -> dict:
+    """`heaviest_first`: the first three requests are the heaviest of each mode, so the
+    memory measured after them has seen every peak (how the soak hid growth before)."""
     spec = get_spec(model)
     for entry in spec.weight_entries(safety=load_settings().safety_checker):
         resolve(entry)
     photo, mask = _pictures()
-    warm_up = min(warm_up, n // 4)
+    warm_up = n // 4  # growth is measured from here to the end
     curve: list[tuple[int, float, float]] = []
     statuses: Counter = Counter()
     with tempfile.TemporaryDirectory(prefix="soak-") as scratch:
@@ -135,7 +143,9 @@ def soak(model: str, n: int, *, every: int = 10, warm_up: int = 50) -> dict:
             disk_start = disk_mib(server.tmp_dir)
             coglet_before = _entries(COGLET_DIRS)
             for i in range(n):
-                status, body = predict(server.url, request(spec.family, i, loras, photo, mask))
+                heavy = heaviest_first and i < 3
+                inputs = request(spec.interface, i, loras, photo, mask, heavy=heavy)
+                status, body = predict(server.url, inputs)
                 statuses[body.get("status", str(status))] += 1
                 if (i + 1) % every == 0 or i + 1 in (warm_up, n):
                     curve.append((i + 1, rss_mib(worker), rss_mib(server.proc.pid)))
