@@ -68,6 +68,12 @@ class ModelSpec:
     # Manifest entry of Redux's image encoder and embedder, loaded on top of the base
     # model's weights (which it shares: its prompt goes through the base's text encoders).
     redux: str | None = None
+    # The step_cache input (models/engine/caching.py): transformers with 20 or more
+    # default steps. SDXL's UNet has none: diffusers' step caches skip blocks that return
+    # one tensor, and the UNet's return their skip connections too.
+    step_cache: bool = False
+    # go_fast=true turns the step cache on too (Kontext, as Replicate's go_fast does).
+    go_fast_step_cache: bool = False
 
     @property
     def extras(self) -> tuple[str, ...]:
@@ -146,11 +152,13 @@ _DEV = dict(
     max_steps=50,
     guidance=3.0,
     max_sequence_length=512,
+    step_cache=True,
 )
 
 # FLUX.1 Fill [dev]: the transformer takes the masked image and the mask beside the noise
 # (384 input channels); one mode, and sides in multiples of 32 as cog-flux gives them.
 _FILL = dict(
+    step_cache=True,
     interface="flux-fill",
     predictor="FluxFillPredictor",
     default_steps=28,
@@ -164,6 +172,8 @@ _FILL = dict(
 # FLUX.1 Kontext [dev]: dev's architecture, the input image's tokens beside the noise's;
 # a mask edits one region only (FluxKontextInpaintPipeline, on the same components).
 _KONTEXT = dict(
+    step_cache=True,
+    go_fast_step_cache=True,
     interface="flux-kontext",
     predictor="FluxKontextPredictor",
     default_steps=28,
@@ -177,6 +187,7 @@ _KONTEXT = dict(
 # FLUX.1 Canny [dev] and Depth [dev]: dev's architecture, the control map's latents beside
 # the noise's (128 input channels); sides in multiples of 16 as cog-flux gives them.
 _CONTROL = dict(
+    step_cache=True,
     interface="flux-control",
     default_steps=28,
     max_steps=50,

@@ -20,6 +20,7 @@ import torch
 from PIL import Image
 
 from models.engine import loading
+from models.engine.caching import StepCache
 from models.engine.fast import FastDenoiser, FastPlan
 from models.errors import InputError
 from models.log import log
@@ -78,11 +79,17 @@ class Engine:
         self.fast_pipes: dict = {}
         if self.fast_plan.active:
             self.fast = FastDenoiser(
-                eager, self.fast_plan, keep=spec.fp8_keep, target_rank=lora_target_rank
+                eager,
+                self.fast_plan,
+                keep=spec.fp8_keep,
+                target_rank=lora_target_rank,
+                step_cache=spec.step_cache,
             )
             swap = {self.denoiser: self.fast.model}
             fast_base = type(base).from_pipe(base, dtype=self.dtype, **self.pipeline_kwargs, **swap)
             self.fast_pipes = self._modes(fast_base)
+        # After the go_fast copy is made: it has hooks of its own.
+        self.step_cache = StepCache(eager) if spec.step_cache else None
 
     def _modes(self, base) -> dict:
         import diffusers
@@ -125,8 +132,8 @@ class Engine:
     def request(self, job: Job, tokens: Tokens, *, warm_slots: bool = False) -> Iterator[list]:
         """The one place per-request state is set on the shared components and restored,
         whatever happens: the go_fast path, LoRA adapters at their scales (on the eager
-        model and text encoders, and copied into the go_fast model's slots) and the
-        schedulers. Yields the job's stages (stages()). `warm_slots` runs the slots at
+        model and text encoders, and copied into the go_fast model's slots), the step
+        cache and the schedulers. Yields the job's stages (stages()). `warm_slots` runs the slots at
         scale 0 (warm-up)."""
         fast = self.fast if job.go_fast else None
         if job.go_fast:
@@ -138,7 +145,9 @@ class Engine:
             if fast is not None and active:
                 self._check_slots(slots, active, job)
             in_slots = slots.active(active, self.eager, idle=warm_slots) if slots else nullcontext()
-            with in_slots:
+            cache = fast.step_cache if fast is not None else self.step_cache
+            cached = cache.active(job.step_cache, job.denoising_calls) if cache else nullcontext()
+            with in_slots, cached:
                 pipes = self.stages(job, (self.fast_pipes if fast else self.pipes)[job.mode])
                 originals = [pipe.scheduler for pipe in pipes]
                 try:

@@ -5,7 +5,7 @@ inputs, plan(), engine and a Family like models/flux/family.py."""
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from models.engine.base import Engine
@@ -26,5 +26,15 @@ class Family:
     load_components: Callable[..., Any]
     # The engine class: (spec, components, device, **options).
     engine: type[Engine]
-    # Requests that compile every graph the go_fast model needs (warm-up at setup).
+    # Requests that compile every graph the go_fast model needs (warm-up at setup); the
+    # step cache's requests are added where the spec has one (warm_up_requests).
     warm_up_inputs: Callable[[], list]
+
+    def warm_up_requests(self, spec: ModelSpec) -> list:
+        """warm_up_inputs, and where the spec has a step cache the same with it on, over
+        enough steps to skip some (a cached step runs other code than a computed one)."""
+        requests = self.warm_up_inputs()
+        if not spec.step_cache:
+            return requests
+        cached = [replace(r, step_cache=True, num_inference_steps=5) for r in requests]
+        return requests + (cached if not spec.go_fast_step_cache else [])

@@ -28,6 +28,7 @@ from pathlib import Path
 
 import torch
 
+from models.engine.caching import StepCache
 from models.log import log
 from models.loras.slots import LoraSlots
 
@@ -124,13 +125,21 @@ class FastDenoiser:
     slots (at `target_rank`; 0 leaves them out and refuses LoRAs on this path)."""
 
     def __init__(
-        self, eager: torch.nn.Module, plan: FastPlan, *, keep: tuple[str, ...], target_rank: int
+        self,
+        eager: torch.nn.Module,
+        plan: FastPlan,
+        *,
+        keep: tuple[str, ...],
+        target_rank: int,
+        step_cache: bool = False,
     ):
         started = time.perf_counter()
         self.plan = plan
         self.model = copy.deepcopy(eager)
         quantized = _quantize(self.model, plan.fp8, keep) if plan.fp8 else 0
         self.slots = LoraSlots(self.model, target_rank=target_rank) if target_rank else None
+        # Before compiling: the compiled blocks then read the cache's hooks every call.
+        self.step_cache = StepCache(self.model) if step_cache else None
         if plan.compile:
             # An image-token count equal to the text length must not tie the two together.
             torch.fx.experimental._config.use_duck_shape = False

@@ -41,6 +41,7 @@ class ControlInputs(LoraInputs):
     output_quality: int = 80
     disable_safety_checker: bool = False
     go_fast: bool = True
+    step_cache: bool = False
 
 
 def plan(spec: ModelSpec, inputs: ControlInputs) -> ControlJob:
@@ -78,4 +79,5 @@ def plan(spec: ModelSpec, inputs: ControlInputs) -> ControlJob:
         preprocess=inputs.control_preprocess,
         loras=loras,
         go_fast=inputs.go_fast,
+        step_cache=checks.step_cache(spec, inputs.step_cache, inputs.go_fast),
     )

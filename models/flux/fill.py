@@ -50,6 +50,7 @@ class FillInputs(LoraInputs):
     output_quality: int = 80
     disable_safety_checker: bool = False
     go_fast: bool = True
+    step_cache: bool = False
 
 
 def plan(spec: ModelSpec, inputs: FillInputs) -> Job:
@@ -81,6 +82,7 @@ def plan(spec: ModelSpec, inputs: FillInputs) -> Job:
         mask=repaint,
         loras=loras,
         go_fast=inputs.go_fast,
+        step_cache=checks.step_cache(spec, inputs.step_cache, inputs.go_fast),
     )
 
 

@@ -32,6 +32,7 @@ class KontextInputs(LoraInputs):
     output_quality: int = 80
     disable_safety_checker: bool = False
     go_fast: bool = True
+    step_cache: bool = False
 
 
 def kontext_size(width: int, height: int) -> tuple[int, int]:
@@ -78,4 +79,5 @@ def plan(spec, inputs: KontextInputs) -> Job:
         mask=mask,
         loras=loras,
         go_fast=inputs.go_fast,
+        step_cache=checks.step_cache(spec, inputs.step_cache, inputs.go_fast),
     )

@@ -30,6 +30,7 @@ class FluxInputs(LoraInputs):
     output_quality: int = 80
     disable_safety_checker: bool = False
     go_fast: bool = True
+    step_cache: bool = False
 
 
 def plan(spec: ModelSpec, inputs: FluxInputs) -> Job:
@@ -66,4 +67,5 @@ def plan(spec: ModelSpec, inputs: FluxInputs) -> Job:
         strength=strength,
         loras=loras,
         go_fast=inputs.go_fast,
+        step_cache=checks.step_cache(spec, inputs.step_cache, inputs.go_fast),
     )

@@ -40,6 +40,7 @@ class ReduxInputs(LoraInputs):
     output_quality: int = 80
     disable_safety_checker: bool = False
     go_fast: bool = True
+    step_cache: bool = False
 
 
 def plan(spec: ModelSpec, inputs: ReduxInputs) -> ReduxJob:
@@ -74,4 +75,5 @@ def plan(spec: ModelSpec, inputs: ReduxInputs) -> ReduxJob:
         redux_strength=inputs.redux_strength,
         loras=loras,
         go_fast=inputs.go_fast,
+        step_cache=checks.step_cache(spec, inputs.step_cache, inputs.go_fast),
     )

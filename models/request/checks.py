@@ -79,3 +79,17 @@ def strength(prompt_strength: float, steps: int, steps_run: int) -> float:
             "num_inference_steps steps. Raise prompt_strength or num_inference_steps."
         )
     return prompt_strength
+
+
+def step_cache(spec: ModelSpec, value: bool, go_fast: bool) -> bool:
+    """Whether the request skips steps with the step cache: asked for, or (Kontext) part
+    of go_fast."""
+    if value and not spec.step_cache:
+        raise InputError(
+            f"step_cache: {spec.name} has no step cache (it takes few steps, or its denoiser "
+            "is not one diffusers' caches can skip). Leave step_cache off."
+        )
+    on = value or (go_fast and spec.go_fast_step_cache)
+    if on and not value:
+        log.info("go_fast=true includes the step cache on this model")
+    return on

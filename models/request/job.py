@@ -43,6 +43,14 @@ class Job:
     returned: tuple[str, ...] = ()
     loras: tuple[LoraRequest, ...] = ()
     go_fast: bool = False
+    # Skip steps with the denoiser's step cache (models/engine/caching.py).
+    step_cache: bool = False
+
+    @property
+    def denoising_calls(self) -> int:
+        """The denoiser's calls: every step, or with an input image (strength < 1) the
+        ones the pipeline runs (diffusers' rule: the skipped steps are rounded down)."""
+        return self.steps - int(max(self.steps - self.steps * self.strength, 0))
 
 
 def at_native_size(job: Job, max_side: int | None, multiple: int) -> tuple[Job, tuple | None]:

@@ -118,7 +118,7 @@ class DiffusionModel:
         load_compile_cache(cache)
         started = time.perf_counter()
         slot_passes = (False, True) if self.engine.fast.slots is not None else (False,)
-        for inputs in self.family.warm_up_inputs():
+        for inputs in self.family.warm_up_requests(self.spec):
             job = self.plan(self.spec, inputs)
             for idle in slot_passes:
                 self.engine.generate(job, Tokens(), warm_slots=idle)

@@ -102,6 +102,37 @@ def test_no_recompile_for_any_size_mode_or_batch_after_warm_up(compiled_flux, tm
     assert {j.num_outputs for j in jobs} == {1, 2, 3, 4}
 
 
+def test_the_step_cache_needs_no_new_graph_and_draws_as_eager(compiled_flux, tmp_path, caplog):
+    """The cache's hooks sit in the compiled blocks: on or off, at any size, step count,
+    mode and LoRA, no request compiles anything after the warm-up."""
+    image = write_image(tmp_path / "in.png", size=(600, 440))
+    lora = flux_lora(compiled_flux.engine.pipes["txt2img"], tmp_path / "l.safetensors", rank=4)
+    ratios, steps = list(ASPECT_RATIOS)[:6], (4, 7, 9, 12, 5, 8)
+    requests = [
+        dict(aspect_ratio=ratios[i], megapixels="0.25", num_outputs=1 + i % 3,
+             step_cache=i % 2 == 0, num_inference_steps=steps[i])
+        for i in range(6)
+    ]  # fmt: skip
+    requests += [dict(image=image, step_cache=True, num_inference_steps=10)]
+    requests += [dict(step_cache=True, num_inference_steps=6, lora_weights=str(lora), lora_scale=s)
+                 for s in (0.5, 1.5)]  # fmt: skip
+    graphs = dynamo_utils.counters["stats"]["unique_graphs"]
+    torch._dynamo.config.error_on_recompile = True
+    try:
+        with caplog.at_level(logging.INFO, logger="models"):
+            for r in requests:
+                denoise(compiled_flux, FluxInputs(prompt="x", go_fast=True, **r))
+    finally:
+        torch._dynamo.config.error_on_recompile = False
+    assert dynamo_utils.counters["stats"]["unique_graphs"] == graphs
+    assert caplog.text.count("Step cache on") == 6 and caplog.text.count("Step cache off") == 3
+    inputs = dict(prompt="a red circle", megapixels="0.25", step_cache=True, **STEP)
+    inputs["num_inference_steps"] = 7
+    fast = pixels(compiled_flux.predict(FluxInputs(**inputs, go_fast=True))[0])
+    eager = pixels(compiled_flux.predict(FluxInputs(**inputs, go_fast=False))[0])
+    assert np.abs(fast - eager).max() <= 2
+
+
 def denoise(model, inputs) -> Job:
     """The request's path up to the latents: what compiles is the transformer, so the VAE
     decode, safety check and image encoding are left out (they cost most at 1 MP here)."""

@@ -114,3 +114,12 @@ def test_bench_training_reports_steps_per_second_and_peak_memory():
     assert result["train_resolution"] == 64 and result["train_steps_per_s"] > 0
     # On a CPU: this process's peak resident memory, a tiny model's (well under this box).
     assert 0.1 < result["train_peak_memory_gb"] < 24
+
+
+def test_step_cache_bench_counts_the_calls_it_saves():
+    from tools.bench.cache import bench_step_cache
+
+    result = bench_step_cache("tiny-flux-dev", steps=7, runs=1)
+    assert (result["uncached_computed"], result["cached_computed"]) == (7, 4)  # 0, 1, 3, 6
+    assert result["cached_s"] > 0 and result["uncached_s"] > 0
+    assert result["mean_pixel_difference"] > 0

@@ -68,11 +68,27 @@ def main(argv: list[str] | None = None) -> None:
         "RSS (the curve) and disk growth",
     )
     parser.add_argument(
+        "--step-cache",
+        action="store_true",
+        help="instead: the step cache's calls, time and pixel difference (default model: "
+        "tiny-flux-dev); for mini-* models, held-out accuracy with and without it",
+    )
+    parser.add_argument(
         "--soak-heaviest-first",
         action="store_true",
         help="the soak's first three requests are the heaviest of each mode",
     )
     args = parser.parse_args(argv)
+    if args.step_cache:
+        from tools.bench.cache import bench_step_cache, bench_step_cache_quality
+
+        for model in args.models or ["tiny-flux-dev"]:
+            if model.startswith("mini-"):
+                result = bench_step_cache_quality(model, steps=args.steps or 28)
+            else:
+                result = bench_step_cache(model, steps=args.steps or 28, runs=args.runs)
+            print(json.dumps(result), flush=True)
+        return
     if args.soak:
         from tools.bench.soak import soak
 

@@ -17,6 +17,7 @@ from pathlib import Path
 
 import torch
 
+from models.loras.source import Tokens
 from models.request.job import seeded_generator
 from models.serving.families import FAMILIES
 from models.serving.model import DiffusionModel
@@ -77,10 +78,11 @@ def bench_bare(model: str, inputs: dict, runs: int) -> dict:
     # Safety checking is measured through the server; the bare call has none.
     served = DiffusionModel(spec, replace(load_settings(), safety_checker=False))
     job = family.plan(spec, family.inputs(**inputs))
-    pipe, engine = served.engine.pipes[job.mode], served.engine
+    engine = served.engine
 
     def call():
-        with torch.inference_mode():
+        # The pipeline the server's request runs, in the engine's request context.
+        with engine.request(job, Tokens()) as (pipe, *_), torch.inference_mode():
             prepared, extra = engine.prepare(job)  # a control map, Redux's embeddings
             pipe(**{**engine.call_args(prepared, seeded_generator(job.seed)), **extra})
 

@@ -1,0 +1,101 @@
+"""Step caching with diffusers' TaylorSeer cache: on a request that asks for it, the
+transformer computes the first steps, then one in three and the last, and every step
+between is extrapolated from the last two computed (a first-order Taylor expansion of
+its output, `proj_out`'s); the transformer blocks are skipped on those steps (diffusers'
+"lite" mode). About 11 of 28 steps computed, as Replicate's Kontext go_fast does (full
+first and last steps, then one in three).
+
+The hooks are installed once, before go_fast compiles the model, and switched on and off
+per request by their own settings, which are read outside the compiled code: a request
+with or without the cache, at any size or step count, needs no new graph.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+import torch
+
+from models.log import log
+
+# Every INTERVAL-th step after the first FIRST ones is computed (and the last one).
+INTERVAL = 3
+FIRST = 2
+_NEVER = 10**9  # a step index no request reaches: every step computed
+
+
+class StepCache:
+    """The TaylorSeer hooks on one transformer, off unless a request turns them on."""
+
+    def __init__(self, model: torch.nn.Module):
+        self.model = model
+        self.computed = 0
+        self._install()
+
+    def _install(self) -> None:
+        """The hooks on the blocks and on the output layer as the model has them now."""
+        from diffusers import TaylorSeerCacheConfig
+        from diffusers.hooks.taylorseer_cache import _TAYLORSEER_CACHE_HOOK
+
+        self.model.enable_cache(
+            TaylorSeerCacheConfig(
+                cache_interval=INTERVAL,
+                disable_cache_before_step=FIRST,
+                taylor_factors_dtype=torch.float32,
+                use_lite_mode=True,
+            )
+        )
+        self.hooks = []
+        for module in self.model.modules():
+            registry = getattr(module, "_diffusers_hook", None)
+            hook = registry.get_hook(_TAYLORSEER_CACHE_HOOK) if registry else None
+            if hook is not None:
+                self.hooks.append(hook)
+        # proj_out's hook runs the layer only on computed steps: count those.
+        self.output = self.model.proj_out
+        reference = self.output._diffusers_hook.get_hook(_TAYLORSEER_CACHE_HOOK).fn_ref
+        forward = reference.original_forward
+
+        def counted(*args, **kwargs):
+            self.computed += 1
+            return forward(*args, **kwargs)
+
+        reference.original_forward = counted
+        self._uncount = lambda: setattr(reference, "original_forward", forward)
+        self._set(on=False, calls=0)
+
+    def _follow_the_output_layer(self) -> None:
+        """A LoRA loaded into the eager model after setup wraps proj_out in a PEFT layer
+        (and unloading it unwraps it): the hook must sit on the layer the model calls,
+        or the LoRA's part of the output would be computed on a skipped step's input."""
+        if self.model.proj_out is not self.output:
+            self._uncount()  # removing the hook gives the layer back its own forward
+            self.model.disable_cache()
+            self._install()
+
+    def _set(self, *, on: bool, calls: int) -> None:
+        for hook in self.hooks:
+            hook.disable_cache_before_step = FIRST if on else _NEVER
+            hook.disable_cache_after_step = calls - 1 if on else None
+
+    @contextmanager
+    def active(self, on: bool, calls: int) -> Iterator[None]:
+        """The cache on (`on`) for one request of `calls` transformer calls, its state
+        fresh, and off again afterwards whatever happens; logs what was computed."""
+        self._follow_the_output_layer()
+        self.model._reset_stateful_cache()
+        self._set(on=on, calls=calls)
+        self.computed = 0
+        try:
+            # FluxPipeline names the context of each call itself, the other FLUX pipelines
+            # do not: the hooks keep their state under this one then.
+            with self.model.cache_context("cond"):
+                yield
+            state = "on" if on else "off"
+            log.info(
+                f"Step cache {state}: the transformer computed {self.computed} of {calls} steps"
+            )
+        finally:
+            self._set(on=False, calls=0)
+            self.model._reset_stateful_cache()
