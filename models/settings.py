@@ -53,6 +53,9 @@ class Settings:
     # which the worker cancels what is still running (models/serving/shutdown.py). None: not run
     # by tools/server.py, so nothing tells the worker.
     drain_file: Path | None = None
+    # One picture on several GPUs (models/serving/parallel.py): "auto" uses every visible
+    # GPU for FLUX, "off" one; a number N runs N processes (on a CPU too, over gloo).
+    parallel: str = "auto"
 
 
 def _flag(value: str | None, default: bool) -> bool:
@@ -102,4 +105,13 @@ def load_settings() -> Settings:
         ),
         shutdown_grace_s=_number(env, "SHUTDOWN_GRACE_S", 25.0),
         drain_file=Path(env["DRAIN_FILE"]) if env.get("DRAIN_FILE") else None,
+        parallel=_parallel(env.get("PARALLEL") or "auto"),
+    )
+
+
+def _parallel(value: str) -> str:
+    if value in ("auto", "off") or (value.isdigit() and int(value) >= 1):
+        return value
+    raise ValueError(
+        f"PARALLEL={value!r}: use auto (every visible GPU), off (one), or a number of processes."
     )

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import shutil
 import time
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -20,7 +21,7 @@ from models.loras.source import Tokens
 from models.request.job import at_native_size
 from models.request.outputs import save_images
 from models.request.safety import SafetyChecker, filter_safe
-from models.serving import shutdown
+from models.serving import parallel, shutdown
 from models.serving.families import FAMILIES
 from models.serving.memory import release_freed_memory
 from models.settings import Settings
@@ -72,14 +73,34 @@ class DiffusionModel:
     safety-checked and saved here.
     """
 
-    def __init__(self, spec: ModelSpec, settings: Settings, *, components=None, extras=None):
+    def __init__(
+        self,
+        spec: ModelSpec,
+        settings: Settings,
+        *,
+        components=None,
+        extras=None,
+        rank: int = 0,
+        loaded: Callable[[], None] | None = None,
+    ):
         """`components` replaces the family's load_components and `extras` the models the
-        spec loads beside them (benchmarks build random full-size ones)."""
+        spec loads beside them (benchmarks build random full-size ones). `rank` > 0: a
+        helper process of models/serving/parallel.py, which calls `loaded` once its model
+        is on its device."""
         started = time.perf_counter()
         self.spec, self.settings = spec, settings
         self.family = FAMILIES[spec.interface]
         shutdown.configure(settings.drain_file)
         device = pick_device(settings.device)
+        world = parallel.world_size(settings.parallel, device, spec.family)
+        self.group = None
+        on_step = shutdown.cancel_if_overdue if rank == 0 else parallel.follow_steps
+        if world > 1 and rank == 0:
+            self.group = parallel.Group(world, device, spec.name, settings)
+            on_step = self.group.step_guard(on_step)
+            loaded = self.group.wait_ready
+        if world > 1 and rank > 0:
+            device = f"{device}:{rank}" if device.startswith("cuda") else device
         if components is None:
             components = self.family.load_components(spec, settings, device)
         if extras is None:
@@ -92,14 +113,21 @@ class DiffusionModel:
             max_loras=settings.lora_max_loaded,
             fast=plan_fast(settings.compile, settings.fp8, device),
             lora_target_rank=settings.lora_target_rank,
-            on_step=shutdown.cancel_if_overdue,
+            on_step=on_step,
             extras=extras,
         )
+        if world > 1:
+            loaded()  # every process has its model: the collectives can start
+            how = [parallel.parallelize(self.engine.eager, world, device)]
+            if self.engine.fast is not None:
+                how.append(parallel.parallelize(self.engine.fast.model, world, device))
+            log.info(f"PARALLEL: rank {rank}, {how[0]}")
         if self.engine.fast is not None and self.engine.fast_plan.compile:
             self.warm_up(
                 cache_path(settings.compile_cache_dir, spec.name, self.engine.fast_plan, device)
             )
-        self.safety = load_safety(spec, settings, device)
+        # Helpers only draw: rank 0 checks and writes.
+        self.safety = load_safety(spec, settings, device) if rank == 0 else None
         self._last_outputs: Path | None = None
         log.info(f"Loaded {spec.name} on {device} in {time.perf_counter() - started:.1f}s")
 
@@ -141,6 +169,8 @@ class DiffusionModel:
         job, upscale = at_native_size(
             self.plan(self.spec, inputs), self.spec.max_native_side, self.spec.size_multiple
         )
+        if self.group is not None:
+            self.group.send(job, inputs.tokens())
         images = self.engine.generate(job, inputs.tokens())
         if upscale is not None:
             images = [image.resize(upscale, Image.Resampling.LANCZOS) for image in images]
