@@ -93,6 +93,9 @@ class DiffusionModel:
         shutdown.configure(settings.drain_file)
         device = pick_device(settings.device)
         world = parallel.world_size(settings.parallel, device, spec.family)
+        if world > 1 and components is not None:
+            log.info("PARALLEL: components built in this process (benchmarks): one device")
+            world = 1
         self.group = None
         on_step = shutdown.cancel_if_overdue if rank == 0 else parallel.follow_steps
         if world > 1 and rank == 0:
