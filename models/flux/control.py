@@ -8,8 +8,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from models.errors import InputError
+from models.flux.plan import FluxRequestInputs
 from models.log import log
-from models.loras.inputs import LoraInputs
 from models.request import checks
 from models.request.imaging import load_image, resize_image
 from models.request.job import Job
@@ -25,7 +25,7 @@ class ControlJob(Job):
 
 
 @dataclass(frozen=True)
-class ControlInputs(LoraInputs):
+class ControlInputs(FluxRequestInputs):
     """What a user sent, as plain values (the Cog adapter fills this in)."""
 
     prompt: str
@@ -34,14 +34,6 @@ class ControlInputs(LoraInputs):
     return_control_image: bool = False
     megapixels: str = MATCH_INPUT
     num_outputs: int = 1
-    num_inference_steps: int | None = None
-    guidance: float | None = None
-    seed: int | None = None
-    output_format: str = "webp"
-    output_quality: int = 80
-    disable_safety_checker: bool = False
-    go_fast: bool = True
-    step_cache: bool = False
 
 
 def plan(spec: ModelSpec, inputs: ControlInputs) -> ControlJob:

@@ -9,8 +9,8 @@ from pathlib import Path
 from PIL import Image
 
 from models.errors import InputError, check_choice
+from models.flux.plan import FluxRequestInputs
 from models.log import log
-from models.loras.inputs import LoraInputs
 from models.request import checks
 from models.request.imaging import load_image_and_alpha, load_mask, resize_image
 from models.request.job import Job
@@ -34,7 +34,7 @@ _CANVAS = (127, 127, 127)
 
 
 @dataclass(frozen=True)
-class FillInputs(LoraInputs):
+class FillInputs(FluxRequestInputs):
     """What a user sent, as plain values (the Cog adapter fills this in)."""
 
     prompt: str
@@ -43,14 +43,6 @@ class FillInputs(LoraInputs):
     outpaint: str = "none"
     megapixels: str = MATCH_INPUT
     num_outputs: int = 1
-    num_inference_steps: int | None = None
-    guidance: float | None = None
-    seed: int | None = None
-    output_format: str = "webp"
-    output_quality: int = 80
-    disable_safety_checker: bool = False
-    go_fast: bool = True
-    step_cache: bool = False
 
 
 def plan(spec: ModelSpec, inputs: FillInputs) -> Job:

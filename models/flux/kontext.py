@@ -7,8 +7,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from models.errors import InputError, check_choice
+from models.flux.plan import FluxRequestInputs
 from models.log import log
-from models.loras.inputs import LoraInputs
 from models.request import checks
 from models.request.imaging import load_image, load_mask, resize_image
 from models.request.job import Job
@@ -18,21 +18,13 @@ MATCH_INPUT_IMAGE = "match_input_image"
 
 
 @dataclass(frozen=True)
-class KontextInputs(LoraInputs):
+class KontextInputs(FluxRequestInputs):
     """What a user sent, as plain values (the Cog adapter fills this in)."""
 
     prompt: str
     input_image: Path | None = None
     mask: Path | None = None
     aspect_ratio: str = MATCH_INPUT_IMAGE
-    num_inference_steps: int | None = None
-    guidance: float | None = None
-    seed: int | None = None
-    output_format: str = "webp"
-    output_quality: int = 80
-    disable_safety_checker: bool = False
-    go_fast: bool = True
-    step_cache: bool = False
 
 
 def kontext_size(width: int, height: int) -> tuple[int, int]:

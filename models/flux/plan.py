@@ -12,8 +12,22 @@ from models.request.sizes import MATCH_INPUT, size_for_aspect_ratio
 from models.specs import ModelSpec
 
 
+@dataclass(frozen=True, kw_only=True)
+class FluxRequestInputs(LoraInputs):
+    """The inputs every FLUX predictor has (each family's own come first)."""
+
+    num_inference_steps: int | None = None
+    guidance: float | None = None
+    seed: int | None = None
+    output_format: str = "webp"
+    output_quality: int = 80
+    disable_safety_checker: bool = False
+    go_fast: bool = True
+    step_cache: bool = False
+
+
 @dataclass(frozen=True)
-class FluxInputs(LoraInputs):
+class FluxInputs(FluxRequestInputs):
     """What a user sent, as plain values (the Cog adapter fills this in)."""
 
     prompt: str
@@ -23,14 +37,6 @@ class FluxInputs(LoraInputs):
     aspect_ratio: str = "1:1"
     megapixels: str = MATCH_INPUT
     num_outputs: int = 1
-    num_inference_steps: int | None = None
-    guidance: float | None = None
-    seed: int | None = None
-    output_format: str = "webp"
-    output_quality: int = 80
-    disable_safety_checker: bool = False
-    go_fast: bool = True
-    step_cache: bool = False
 
 
 def plan(spec: ModelSpec, inputs: FluxInputs) -> Job:

@@ -8,8 +8,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from models.errors import InputError, check_range
+from models.flux.plan import FluxRequestInputs
 from models.log import log
-from models.loras.inputs import LoraInputs
 from models.request import checks
 from models.request.imaging import load_image
 from models.request.job import Job
@@ -24,7 +24,7 @@ class ReduxJob(Job):
 
 
 @dataclass(frozen=True)
-class ReduxInputs(LoraInputs):
+class ReduxInputs(FluxRequestInputs):
     """What a user sent, as plain values (the Cog adapter fills this in)."""
 
     redux_image: Path | None = None
@@ -33,14 +33,6 @@ class ReduxInputs(LoraInputs):
     aspect_ratio: str = "1:1"
     megapixels: str = "1"
     num_outputs: int = 1
-    num_inference_steps: int | None = None
-    guidance: float | None = None
-    seed: int | None = None
-    output_format: str = "webp"
-    output_quality: int = 80
-    disable_safety_checker: bool = False
-    go_fast: bool = True
-    step_cache: bool = False
 
 
 def plan(spec: ModelSpec, inputs: ReduxInputs) -> ReduxJob:
