@@ -20,7 +20,7 @@ import torch
 from PIL import Image
 
 from models.engine import loading
-from models.engine.caching import StepCache
+from models.engine.caching import StepCache, remove_step_cache
 from models.engine.fast import FastDenoiser, FastPlan
 from models.errors import InputError
 from models.log import log
@@ -77,6 +77,9 @@ class Engine:
         self.fast_plan = fast or FastPlan(compile=False, fp8=None, why="not set up")
         self.fast: FastDenoiser | None = None
         self.fast_pipes: dict = {}
+        # Another engine on these components (benchmarks) left its step cache on them: the
+        # go_fast copy must be made of the bare model.
+        remove_step_cache(eager)
         if self.fast_plan.active:
             self.fast = FastDenoiser(
                 eager,

@@ -23,6 +23,23 @@ from models.log import log
 INTERVAL = 3
 FIRST = 2
 _NEVER = 10**9  # a step index no request reaches: every step computed
+_HOOK = "taylorseer_cache"  # diffusers.hooks.taylorseer_cache._TAYLORSEER_CACHE_HOOK
+
+
+def remove_step_cache(model: torch.nn.Module) -> None:
+    """The model as it was before any StepCache: hooks removed, and the output layer's own
+    forward back where the count had wrapped it (removing a hook restores that)."""
+    if getattr(model, "_cache_config", None) is None:
+        return
+    for module in model.modules():
+        registry = getattr(module, "_diffusers_hook", None)
+        hook = registry.get_hook(_HOOK) if registry else None
+        if hook is not None:
+            reference = hook.fn_ref
+            reference.original_forward = getattr(
+                reference.original_forward, "uncounted", reference.original_forward
+            )
+    model.disable_cache()
 
 
 class StepCache:
@@ -34,10 +51,11 @@ class StepCache:
         self._install()
 
     def _install(self) -> None:
-        """The hooks on the blocks and on the output layer as the model has them now."""
+        """The hooks on the blocks and on the output layer as the model has them now
+        (replacing any a previous StepCache left on it)."""
         from diffusers import TaylorSeerCacheConfig
-        from diffusers.hooks.taylorseer_cache import _TAYLORSEER_CACHE_HOOK
 
+        remove_step_cache(self.model)
         self.model.enable_cache(
             TaylorSeerCacheConfig(
                 cache_interval=INTERVAL,
@@ -49,20 +67,20 @@ class StepCache:
         self.hooks = []
         for module in self.model.modules():
             registry = getattr(module, "_diffusers_hook", None)
-            hook = registry.get_hook(_TAYLORSEER_CACHE_HOOK) if registry else None
+            hook = registry.get_hook(_HOOK) if registry else None
             if hook is not None:
                 self.hooks.append(hook)
         # proj_out's hook runs the layer only on computed steps: count those.
         self.output = self.model.proj_out
-        reference = self.output._diffusers_hook.get_hook(_TAYLORSEER_CACHE_HOOK).fn_ref
+        reference = self.output._diffusers_hook.get_hook(_HOOK).fn_ref
         forward = reference.original_forward
 
         def counted(*args, **kwargs):
             self.computed += 1
             return forward(*args, **kwargs)
 
+        counted.uncounted = forward
         reference.original_forward = counted
-        self._uncount = lambda: setattr(reference, "original_forward", forward)
         self._set(on=False, calls=0)
 
     def _follow_the_output_layer(self) -> None:
@@ -70,8 +88,6 @@ class StepCache:
         (and unloading it unwraps it): the hook must sit on the layer the model calls,
         or the LoRA's part of the output would be computed on a skipped step's input."""
         if self.model.proj_out is not self.output:
-            self._uncount()  # removing the hook gives the layer back its own forward
-            self.model.disable_cache()
             self._install()
 
     def _set(self, *, on: bool, calls: int) -> None:

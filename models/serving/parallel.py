@@ -167,6 +167,13 @@ class Group:
 
     def send(self, job, tokens) -> None:
         """The job every process runs next (rank 0 runs it itself)."""
+        for rank, process in enumerate(self.helpers, start=1):
+            if process.poll() is not None:
+                raise RuntimeError(
+                    f"PARALLEL: helper process rank {rank} has exited (code "
+                    f"{process.returncode}), so this model cannot draw: restart the worker, "
+                    "or run with PARALLEL=off."
+                )
         torch.distributed.broadcast_object_list([(job, tokens)], src=0)
 
     def step_guard(self, on_step: Callable[[], None]) -> Callable[[], None]:

@@ -122,3 +122,22 @@ def test_a_lora_on_the_output_layer_is_cached_with_it(settings, tmp_path):
     fused = draw()
     assert type(pipe.transformer.proj_out) is torch.nn.Linear and cache.computed == 4
     assert np.abs(wrapped - fused).max() < 1e-3
+
+
+def test_a_second_engine_on_the_same_components_has_its_own_cache(settings, tmp_path, caplog):
+    """As script/bench --full-size builds one model and serves it in several setups: the
+    second engine's go_fast copy (fp8 here) is made of the bare model, and both caches
+    count their own steps."""
+    from models.serving.families import FAMILIES
+    from tests.conftest import fast_settings
+
+    spec = get_spec("tiny-flux-dev")
+    quick = fast_settings(settings, tmp_path, fp8="on")
+    components = FAMILIES[spec.interface].load_components(spec, quick, "cpu")
+    first = DiffusionModel(spec, quick, components=components)
+    second = DiffusionModel(spec, quick, components=components)
+    for model in (first, second):
+        fast, text = draw(model, caplog, step_cache=True, num_inference_steps=7, go_fast=True)
+        assert "computed 4 of 7 steps" in text and "go_fast: not compiled, fp8" in text
+        eager, _ = draw(model, caplog, step_cache=True, num_inference_steps=7, go_fast=False)
+        assert np.abs(fast - eager).mean() < 3  # fp8 weights, the same model

@@ -77,6 +77,17 @@ def test_closing_stops_the_helper(two):
     assert helper.poll() == 0 and not folder.exists()
 
 
+def test_a_helper_gone_between_requests_fails_the_next_one_naming_it(settings):
+    spec = get_spec("tiny-flux-schnell")
+    model = DiffusionModel(spec, replace(settings, safety_checker=False, parallel="2"))
+    (helper,) = model.group.helpers
+    helper.kill()
+    helper.wait()
+    with pytest.raises(RuntimeError, match="helper process rank 1 has exited"):
+        model.predict(replace(REQUEST, step_cache=False, num_inference_steps=1))
+    model.group.close()
+
+
 def test_a_helper_that_fails_fails_setup_naming_the_fix(settings, monkeypatch):
     monkeypatch.setattr(parallel.sys, "executable", "/bin/false")
     spec = get_spec("tiny-flux-schnell")

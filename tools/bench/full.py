@@ -278,10 +278,12 @@ def build(model_name: str, dims: dict, device: str, dtype: torch.dtype):
         torch.set_default_dtype(previous)
 
 
+# name: (COMPILE, FP8, go_fast, step_cache). Kontext's go_fast includes the step cache.
 CONFIGS = {
-    "eager": ("off", "off", False),
-    "compiled": ("on", "off", True),
-    "compiled_fp8": ("on", "auto", True),
+    "eager": ("off", "off", False, False),
+    "compiled": ("on", "off", True, False),
+    "compiled_fp8": ("on", "auto", True, False),
+    "compiled_fp8_step_cache": ("on", "auto", True, True),
 }
 
 
@@ -311,15 +313,23 @@ def bench_full(
     sizes = size_inputs(spec.interface, "1:1", megapixels)
     sizes |= picture_inputs(spec.interface, "1:1", megapixels)
     for name in configs:
-        compile_it, fp8, go_fast = CONFIGS[name]
+        compile_it, fp8, go_fast, step_cache = CONFIGS[name]
+        if step_cache and not spec.step_cache:
+            continue  # schnell, SDXL: no step cache
         settings = replace(
             load_settings(), device=device, safety_checker=False, compile=compile_it, fp8=fp8
         )
         if device == "cuda":
             torch.cuda.reset_peak_memory_stats()
         model = DiffusionModel(spec, settings, components=components, extras=extras)
+        cache = {"step_cache": True} if step_cache else {}
         request = family.inputs(
-            prompt="a cat in a hat", seed=1, num_inference_steps=steps, go_fast=go_fast, **sizes
+            prompt="a cat in a hat",
+            seed=1,
+            num_inference_steps=steps,
+            go_fast=go_fast,
+            **cache,
+            **sizes,
         )
         # Warm-up beyond setup's (allocator, cuDNN choices); its picture has the size drawn
         # (Kontext draws at about 1 megapixel whatever `size` says).
@@ -331,7 +341,9 @@ def bench_full(
             model.predict(request)
             times.append(time.perf_counter() - began)
         result[f"{name}_s"] = round(statistics.median(times), 3)
-        result[f"{name}_path"] = model.engine.fast_plan.describe() if go_fast else "eager"
+        path = model.engine.fast_plan.describe() if go_fast else "eager"
+        cached = model.plan(spec, request).step_cache
+        result[f"{name}_path"] = path + (", step cache" if cached else "")
         if device == "cuda":
             result[f"{name}_peak_gb"] = round(torch.cuda.max_memory_allocated() / 1e9, 1)
         del model
