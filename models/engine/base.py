@@ -77,8 +77,8 @@ class Engine:
         self.fast_plan = fast or FastPlan(compile=False, fp8=None, why="not set up")
         self.fast: FastDenoiser | None = None
         self.fast_pipes: dict = {}
-        # Another engine on these components (benchmarks) left its step cache on them: the
-        # go_fast copy must be made of the bare model.
+        # The go_fast copy is made of the bare model (another engine on these components,
+        # as in benchmarks, may have left a step cache on it).
         remove_step_cache(eager)
         if self.fast_plan.active:
             self.fast = FastDenoiser(
@@ -91,8 +91,8 @@ class Engine:
             swap = {self.denoiser: self.fast.model}
             fast_base = type(base).from_pipe(base, dtype=self.dtype, **self.pipeline_kwargs, **swap)
             self.fast_pipes = self._modes(fast_base)
-        # After the go_fast copy is made: it has hooks of its own.
-        self.step_cache = StepCache(eager) if spec.step_cache else None
+        # Hooked per request that asks for it (the go_fast copy has its own, permanent).
+        self.step_cache = StepCache(eager, permanent=False) if spec.step_cache else None
 
     def _modes(self, base) -> dict:
         import diffusers

@@ -43,12 +43,19 @@ def remove_step_cache(model: torch.nn.Module) -> None:
 
 
 class StepCache:
-    """The TaylorSeer hooks on one transformer, off unless a request turns them on."""
+    """The TaylorSeer hooks on one transformer, off unless a request turns them on.
 
-    def __init__(self, model: torch.nn.Module):
-        self.model = model
+    `permanent`: installed once (the go_fast model, before it is compiled: hooks added
+    later would change the compiled blocks' code) and switched per request. Otherwise
+    (the eager model) installed for a request that asks for the cache and removed after
+    it, so an uncached request runs the bare model, at its full speed."""
+
+    def __init__(self, model: torch.nn.Module, *, permanent: bool):
+        self.model, self.permanent = model, permanent
         self.computed = 0
-        self._install()
+        self.output = None
+        if permanent:
+            self._install()
 
     def _install(self) -> None:
         """The hooks on the blocks and on the output layer as the model has them now
@@ -70,7 +77,9 @@ class StepCache:
             hook = registry.get_hook(_HOOK) if registry else None
             if hook is not None:
                 self.hooks.append(hook)
-        # proj_out's hook runs the layer only on computed steps: count those.
+        # proj_out's hook runs the layer only on computed steps: count those. The hook
+        # sits on the layer the model calls now: a LoRA's PEFT wrapper included, so its
+        # part of the output is extrapolated with the rest.
         self.output = self.model.proj_out
         reference = self.output._diffusers_hook.get_hook(_HOOK).fn_ref
         forward = reference.original_forward
@@ -83,13 +92,6 @@ class StepCache:
         reference.original_forward = counted
         self._set(on=False, calls=0)
 
-    def _follow_the_output_layer(self) -> None:
-        """A LoRA loaded into the eager model after setup wraps proj_out in a PEFT layer
-        (and unloading it unwraps it): the hook must sit on the layer the model calls,
-        or the LoRA's part of the output would be computed on a skipped step's input."""
-        if self.model.proj_out is not self.output:
-            self._install()
-
     def _set(self, *, on: bool, calls: int) -> None:
         for hook in self.hooks:
             hook.disable_cache_before_step = FIRST if on else _NEVER
@@ -99,19 +101,28 @@ class StepCache:
     def active(self, on: bool, calls: int) -> Iterator[None]:
         """The cache on (`on`) for one request of `calls` transformer calls, its state
         fresh, and off again afterwards whatever happens; logs what was computed."""
-        self._follow_the_output_layer()
-        self.model._reset_stateful_cache()
-        self._set(on=on, calls=calls)
+        hooked = self.permanent or on
+        if hooked and (not self.permanent or self.model.proj_out is not self.output):
+            self._install()  # a LoRA loaded since may have wrapped proj_out (PEFT)
         self.computed = 0
         try:
-            # FluxPipeline names the context of each call itself, the other FLUX pipelines
-            # do not: the hooks keep their state under this one then.
-            with self.model.cache_context("cond"):
+            if hooked:
+                self.model._reset_stateful_cache()
+                self._set(on=on, calls=calls)
+                # FluxPipeline names the context of each call itself, the other FLUX
+                # pipelines do not: the hooks keep their state under this one then.
+                with self.model.cache_context("cond"):
+                    yield
+            else:
                 yield
+                self.computed = calls  # no hooks: the bare model computes every step
             state = "on" if on else "off"
             log.info(
                 f"Step cache {state}: the transformer computed {self.computed} of {calls} steps"
             )
         finally:
-            self._set(on=False, calls=0)
-            self.model._reset_stateful_cache()
+            if self.permanent:
+                self._set(on=False, calls=0)
+                self.model._reset_stateful_cache()
+            elif hooked:
+                remove_step_cache(self.model)

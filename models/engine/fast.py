@@ -139,7 +139,7 @@ class FastDenoiser:
         quantized = _quantize(self.model, plan.fp8, keep) if plan.fp8 else 0
         self.slots = LoraSlots(self.model, target_rank=target_rank) if target_rank else None
         # Before compiling: the compiled blocks then read the cache's hooks every call.
-        self.step_cache = StepCache(self.model) if step_cache else None
+        self.step_cache = StepCache(self.model, permanent=True) if step_cache else None
         if plan.compile:
             # An image-token count equal to the text length must not tie the two together.
             torch.fx.experimental._config.use_duck_shape = False

@@ -36,7 +36,7 @@ from models.settings import REPO_ROOT
 # How long a process waits in a collective for the others: a step of a full FLUX at
 # 1440x1440 on one GPU takes seconds, so a wait this long means a process has gone.
 TIMEOUT = timedelta(minutes=5)
-_STOP = None  # the job that tells the helpers to exit
+STOP = None  # the job that tells the helpers to exit
 
 
 def world_size(setting: str, device: str, family: str) -> int:
@@ -58,7 +58,7 @@ def _free_port() -> int:
         return probe.getsockname()[1]
 
 
-def _join(rank: int, world: int, port: int, device: str) -> None:
+def join(rank: int, world: int, port: int, device: str) -> None:
     os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
     backend = "nccl" if device.startswith("cuda") else "gloo"
     if device.startswith("cuda"):
@@ -66,7 +66,7 @@ def _join(rank: int, world: int, port: int, device: str) -> None:
     torch.distributed.init_process_group(backend, rank=rank, world_size=world, timeout=TIMEOUT)
 
 
-def _exit_with_parent() -> None:
+def exit_with_parent() -> None:
     """The helper exits when the worker that started it is gone, however it went (a
     watchdog thread: the helper may be waiting in a collective that never ends)."""
     parent = os.getppid()
@@ -116,14 +116,14 @@ class Group:
     go-on flag between steps."""
 
     def __init__(self, world: int, device: str, spec_name: str, settings):
-        """Start helpers 1..world-1 (`python -m models.serving.parallel`, each writing how
+        """Start helpers 1..world-1 (`python -m models.serving.helper`, each writing how
         far it got to a status file), and join the process group as rank 0."""
         self.world, self.port = world, _free_port()
         self.folder = Path(tempfile.mkdtemp(prefix="parallel-"))
         (self.folder / "model.pickle").write_bytes(pickle.dumps((spec_name, settings)))
         self.helpers = [
             subprocess.Popen(
-                [sys.executable, "-m", "models.serving.parallel", str(rank), str(world),
+                [sys.executable, "-m", "models.serving.helper", str(rank), str(world),
                  str(self.port), device, str(self.folder)],
                 cwd=REPO_ROOT,
             )
@@ -132,7 +132,7 @@ class Group:
         atexit.register(self.close)
         self._wait_for("joining")
         try:
-            _join(0, world, self.port, device)
+            join(0, world, self.port, device)
         except Exception as exc:
             self.close()
             raise RuntimeError(self._failed(f"joining the process group: {exc}")) from exc
@@ -195,7 +195,7 @@ class Group:
             return
         if torch.distributed.is_initialized():
             with contextlib.suppress(Exception):
-                torch.distributed.broadcast_object_list([_STOP], src=0)
+                torch.distributed.broadcast_object_list([STOP], src=0)
         for process in self.helpers:
             try:
                 process.wait(timeout=30)
@@ -223,42 +223,3 @@ def follow_steps() -> None:
     torch.distributed.broadcast(flag, src=0)
     if flag.item():
         raise Stopped()
-
-
-def serve_helper(rank: int, world: int, port: int, device: str, folder: Path) -> None:
-    """A helper's life: join, load the model as rank 0 does (then the same warm-up, in
-    step), and run every job rank 0 sends until it says stop. Its status file says how far
-    it got: joining, loaded, or error: what."""
-    from models.serving.model import DiffusionModel
-    from models.specs import get_spec
-
-    _exit_with_parent()
-    status = folder / f"rank-{rank}"
-    spec_name, settings = pickle.loads((folder / "model.pickle").read_bytes())
-    try:
-        status.write_text("joining")
-        _join(rank, world, port, device)
-        loaded = lambda: status.write_text("loaded")  # noqa: E731
-        model = DiffusionModel(get_spec(spec_name), settings, rank=rank, loaded=loaded)
-    except BaseException as exc:
-        if status.read_text() != "loaded":
-            status.write_text(f"error: rank {rank}: {type(exc).__name__}: {exc}")
-        raise
-    while True:
-        payload = [None]
-        torch.distributed.broadcast_object_list(payload, src=0)
-        if payload[0] is _STOP:
-            break
-        job, tokens = payload[0]
-        try:
-            model.engine.generate(job, tokens)
-        except Stopped:
-            pass
-        except Exception as exc:  # rank 0 fails the same way and reports it
-            log.info(f"PARALLEL rank {rank}: {type(exc).__name__}: {exc}")
-    torch.distributed.destroy_process_group()
-
-
-if __name__ == "__main__":
-    rank, world, port, device, folder = sys.argv[1:6]
-    serve_helper(int(rank), int(world), int(port), device, Path(folder))

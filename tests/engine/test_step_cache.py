@@ -96,7 +96,7 @@ def test_a_lora_on_the_output_layer_is_cached_with_it(settings, tmp_path):
 
     pipe = FluxPipeline.from_pretrained(resolve("tiny-flux-dev", settings))
     pipe.set_progress_bar_config(disable=True)
-    cache = StepCache(pipe.transformer)
+    cache = StepCache(pipe.transformer, permanent=True)
     path = flux_lora(pipe, tmp_path / "l.safetensors", rank=4, strength=4.0)
     tensors = load_file(path)
     out = pipe.transformer.proj_out

@@ -62,6 +62,7 @@ def test_a_cancelled_request_stops_both_and_the_next_one_runs(two, monkeypatch):
         return None if len(calls) == 1 else 0.0
 
     monkeypatch.setattr(shutdown, "deadline", overdue)
+    monkeypatch.setattr(shutdown, "_cancel_error", shutdown.ServerStopping)
     with pytest.raises(shutdown.ServerStopping):
         two.predict(REQUEST)
     monkeypatch.undo()
