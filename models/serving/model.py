@@ -172,9 +172,11 @@ class DiffusionModel:
         job, upscale = at_native_size(
             self.plan(self.spec, inputs), self.spec.max_native_side, self.spec.size_multiple
         )
-        if self.group is not None:
+        if self.group is None:
+            images = self.engine.generate(job, inputs.tokens())
+        else:
             self.group.send(job, inputs.tokens())
-        images = self.engine.generate(job, inputs.tokens())
+            images = self.group.run(lambda: self.engine.generate(job, inputs.tokens()))
         if upscale is not None:
             images = [image.resize(upscale, Image.Resampling.LANCZOS) for image in images]
         paths = finish(

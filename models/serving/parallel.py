@@ -119,6 +119,7 @@ class Group:
         """Start helpers 1..world-1 (`python -m models.serving.helper`, each writing how
         far it got to a status file), and join the process group as rank 0."""
         self.world, self.port = world, _free_port()
+        self.cancelled: BaseException | None = None
         self.folder = Path(tempfile.mkdtemp(prefix="parallel-"))
         (self.folder / "model.pickle").write_bytes(pickle.dumps((spec_name, settings)))
         self.helpers = [
@@ -176,11 +177,46 @@ class Group:
                 )
         torch.distributed.broadcast_object_list([(job, tokens)], src=0)
 
+    def run(self, generate: Callable[[], list]) -> list:
+        """`generate` on a thread of its own while this one waits: coglet cancels a sync
+        prediction by raising CancelationException in its thread wherever it happens to
+        be, which in the middle of a transformer call would leave the helpers waiting in
+        a collective. Here it lands in the wait; the drawing thread stops at the next
+        step, where every process stops with it, and the cancellation goes on up."""
+        outcome: dict = {}
+        done = threading.Event()
+
+        def draw() -> None:
+            try:
+                outcome["images"] = generate()
+            except BaseException as exc:  # handed to the waiting thread
+                outcome["error"] = exc
+            finally:
+                done.set()
+
+        self.cancelled = None
+        # Waiting on an Event, not Thread.join: an exception raised into join() marks the
+        # thread as finished while it still runs (CPython's _wait_for_tstate_lock).
+        try:
+            threading.Thread(target=draw, name="parallel-rank-0").start()
+            while not done.wait(0.05):
+                pass
+        except BaseException as cancel:
+            self.cancelled = cancel
+            while not done.wait(0.05):
+                pass
+            raise
+        if "error" in outcome:
+            raise outcome["error"]
+        return outcome["images"]
+
     def step_guard(self, on_step: Callable[[], None]) -> Callable[[], None]:
         """Rank 0's between-steps check, told to the helpers: they stop when it does."""
 
         def guarded() -> None:
             try:
+                if self.cancelled is not None:
+                    raise self.cancelled
                 on_step()
             except BaseException:
                 _tell(stop=True)

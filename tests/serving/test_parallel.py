@@ -70,6 +70,33 @@ def test_a_cancelled_request_stops_both_and_the_next_one_runs(two, monkeypatch):
     assert np.array_equal(pixels(two.predict(REQUEST)), first)
 
 
+def test_coglets_cancel_in_the_middle_of_a_step_stops_both_at_the_next(two):
+    """coglet cancels a sync prediction by raising CancelationException in its thread,
+    wherever it is: rank 0 draws on another thread, so the helper is never left alone
+    in the middle of a step, and the next request runs in step."""
+    import ctypes
+    import threading
+
+    class Cancelled(BaseException):
+        pass
+
+    first = pixels(two.predict(REQUEST))
+    waiting = threading.get_ident()
+
+    def cancel_from_outside() -> None:  # as coglet does, into the predicting thread
+        ctypes.pythonapi.PyThreadState_SetAsyncExc(
+            ctypes.c_ulong(waiting), ctypes.py_object(Cancelled)
+        )
+
+    timer = threading.Timer(0.2, cancel_from_outside)
+    slow = replace(REQUEST, num_inference_steps=40)
+    timer.start()
+    with pytest.raises(Cancelled):
+        two.predict(slow)
+    timer.join()
+    assert np.array_equal(pixels(two.predict(REQUEST)), first)
+
+
 def test_closing_stops_the_helper(two):
     """Last of the tests on `two` (one process group per process, as in a Cog worker)."""
     (helper,) = two.group.helpers
