@@ -5,9 +5,10 @@ its output, `proj_out`'s); the transformer blocks are skipped on those steps (di
 "lite" mode). About 11 of 28 steps computed, as Replicate's Kontext go_fast does (full
 first and last steps, then one in three).
 
-The hooks are installed once, before go_fast compiles the model, and switched on and off
-per request by their own settings, which are read outside the compiled code: a request
-with or without the cache, at any size or step count, needs no new graph.
+On the go_fast model the hooks are installed once, before it is compiled, and switched
+on and off per request by their own settings, which are read outside the compiled code:
+a request with or without the cache, at any size or step count, needs no new graph. On
+the eager model they are added for a request that asks for the cache and removed after.
 """
 
 from __future__ import annotations

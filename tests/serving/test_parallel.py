@@ -53,6 +53,14 @@ def test_two_processes_draw_what_one_draws(one, two, step_cache):
     assert np.abs(together - alone).max() <= 1
 
 
+def test_token_counts_that_do_not_divide_are_asked_to_split_unevenly(two):
+    """A 400x400 picture has 25 x 25 = 625 image tokens: diffusers' "Ulysses anything"
+    splits them unevenly. Its uneven all-gather needs NCCL (gloo's wants equal sizes), so
+    on this CPU only the setting is checked; the drawing is for a GPU."""
+    for model in filter(None, (two.engine.eager, getattr(two.engine.fast, "model", None))):
+        assert model._parallel_config.context_parallel_config.ulysses_anything
+
+
 def test_a_cancelled_request_stops_both_and_the_next_one_runs(two, monkeypatch):
     first = pixels(two.predict(REQUEST))
     calls = []
