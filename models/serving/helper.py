@@ -11,6 +11,7 @@ import torch
 
 from models.log import log
 from models.serving import parallel
+from models.serving.memory import release_freed_memory
 from models.serving.model import DiffusionModel
 from models.specs import get_spec
 
@@ -43,6 +44,8 @@ def serve_helper(rank: int, world: int, port: int, device: str, folder: Path) ->
             pass
         except Exception as exc:  # rank 0 fails the same way and reports it
             log.info(f"PARALLEL rank {rank}: {type(exc).__name__}: {exc}")
+        finally:
+            release_freed_memory()  # as rank 0 does after each prediction
     torch.distributed.destroy_process_group()
 
 
